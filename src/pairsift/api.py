@@ -1,0 +1,16 @@
+"""The Python API: one function per CLI command, with the same names.
+
+>>> import pairsift
+>>> summary = pairsift.demo("demo-dir", progress=False)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from .pipeline.demo import demo
+from .pipeline.embed import embed
+from .pipeline.explain import explain
+from .pipeline.export import export
+from .pipeline.ingest import ingest
+from .pipeline.score import filter_clip_score, score
+
+__all__ = ["demo", "embed", "explain", "export", "filter_clip_score", "ingest", "score"]

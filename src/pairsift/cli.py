@@ -1,0 +1,188 @@
+"""The ``pairsift`` command line: a thin typer layer over :mod:`pairsift.api`."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import api
+from .io.tables import SourceError
+from .workspace import WorkspaceError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Curate web image-text pairs for CLIP-style training.")
+filter_app = typer.Typer(no_args_is_help=True, help="Decide keep/drop from a signal.")
+app.add_typer(filter_app, name="filter")
+console = Console()
+
+Workspace = Annotated[Path, typer.Option("--workspace", "-w", envvar="PAIRSIFT_WORKSPACE",
+                                         help="Workspace directory (or $PAIRSIFT_WORKSPACE).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def friendly_errors(fn):
+    """Show expected failures (bad source, missing workspace, bad option) as one clear line."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (SourceError, WorkspaceError, ValueError, FileNotFoundError) as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _counts_table(title: str, rows: list[tuple[str, int]]) -> Table:
+    table = Table(title=title, show_header=False)
+    for label, count in rows:
+        table.add_row(label, f"{count:,}")
+    return table
+
+
+@app.command()
+@friendly_errors
+def ingest(
+    sources: Annotated[list[str], typer.Argument(help="Folders, .tar shards (brace patterns "
+                                                     "like 'shard-{00000..00009}.tar'), .parquet")],
+    workspace: Workspace,
+    name: Annotated[str | None, typer.Option(help="Source name (default: its name).")] = None,
+    kind: Annotated[str, typer.Option(help="auto | folder | webdataset | parquet")] = "auto",
+    captions: Annotated[Path | None, typer.Option(help="Caption table for a folder: "
+                                                      "CSV, TSV, JSONL or Parquet.")] = None,
+    image_column: Annotated[str | None, typer.Option(help="Column naming the image.")] = None,
+    caption_column: Annotated[str | None, typer.Option(help="Column holding the caption.")] = None,
+    chunk_size: Annotated[int, typer.Option(help="Folder files per workspace part.")] = 10_000,
+    threads: Annotated[int | None, typer.Option(help="Decode threads.")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Read sources into a workspace; every unusable sample is recorded with a reason."""
+    s = api.ingest(sources, workspace, name=name, kind=kind, captions=captions,
+                   image_column=image_column, caption_column=caption_column,
+                   chunk_size=chunk_size, threads=threads, progress=not quiet)
+    for skipped in s.skipped_sources:
+        console.print(f"source [bold]{skipped}[/bold] was already ingested: nothing added")
+    rows = [("samples in", s.total), ("readable", s.samples)]
+    rows += [(f"error: {reason}", n) for reason, n in s.errors.most_common()]
+    if s.ignored_files:
+        rows.append(("files that are not samples (ignored)", s.ignored_files))
+    console.print(_counts_table(f"ingest → {s.workspace}", rows))
+
+
+@app.command()
+@friendly_errors
+def embed(
+    workspace: Workspace,
+    model: Annotated[str, typer.Option(help="'default' (offline) or "
+                                            "'open_clip:ARCH/PRETRAINED'.")] = "default",
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
+    threads: Annotated[int | None, typer.Option(help="Decode threads.")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Embed images and captions; resumes where a killed run stopped."""
+    s = api.embed(workspace, model=model, device=device, batch_size=batch_size,
+                  threads=threads, progress=not quiet)
+    console.print(f"embedded {s.samples:,} samples in {s.parts_done} parts with {s.model} "
+                  f"({s.parts_skipped} parts already done, {s.failed} failed to decode)")
+
+
+@app.command()
+@friendly_errors
+def score(
+    workspace: Workspace,
+    model: Annotated[str | None, typer.Option(help="Embeddings to use (default: last "
+                                                   "embedded model).")] = None,
+) -> None:
+    """CLIP score: cosine of each image and its caption."""
+    parts = api.score(workspace, model=model)
+    console.print(f"clip_score written for {parts} parts")
+
+
+@filter_app.command("clip-score")
+@friendly_errors
+def filter_clip_score(
+    workspace: Workspace,
+    threshold: Annotated[float | None, typer.Option(help="Keep score >= T (LAION: 0.28 with "
+                                                         "OpenAI ViT-B/32).")] = None,
+    top: Annotated[float | None, typer.Option(help="Keep the top fraction F, as DataComp "
+                                                   "(e.g. 0.3).")] = None,
+) -> None:
+    """Keep pairs by CLIP score: a threshold or DataComp's top fraction."""
+    s = api.filter_clip_score(workspace, threshold=threshold, top=top)
+    console.print(f"clip score >= {s.threshold:.4f}: kept {s.kept:,}, dropped {s.dropped:,}")
+
+
+@app.command()
+@friendly_errors
+def explain(
+    uid: Annotated[str, typer.Argument(help="The sample's 32-hex uid.")],
+    workspace: Workspace,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Everything recorded about one sample: where it is, its signals, decisions, errors."""
+    report = api.explain(workspace, uid)
+    if as_json:
+        print(json.dumps(report, indent=1, default=str))
+        return
+    console.print(f"[bold]{report['uid']}[/bold]: {report['verdict']}")
+    if report["sample"]:
+        sample = report["sample"]
+        for field in ("key", "source", "caption", "caption_issue", "width", "height", "format",
+                      "shard", "offset"):
+            console.print(f"  {field}: {sample[field]}")
+    for stage, values in report["signals"].items():
+        console.print(f"  signal {stage}: {values}")
+    for d in report["decisions"]:
+        console.print(f"  decision {d['stage']}: {d['verdict']} {d['reason']} {d['evidence']}")
+    for e in report["errors"]:
+        console.print(f"  error at {e['stage']}: {e['reason']}: {e['message']}")
+
+
+@app.command()
+@friendly_errors
+def export(
+    out: Annotated[Path, typer.Argument(help="Output directory (webdataset) or file.")],
+    workspace: Workspace,
+    format: Annotated[str, typer.Option("--format", "-f", help="webdataset | parquet | "
+                                        "openclip-csv | datacomp-uids")] = "webdataset",
+    shard_size: Annotated[int, typer.Option(help="Samples per WebDataset shard.")] = 10_000,
+) -> None:
+    """Write the kept subset."""
+    s = api.export(workspace, out, format=format, shard_size=shard_size)
+    console.print(f"exported {s.exported:,} samples ({s.dropped:,} dropped) as {s.format} "
+                  f"→ {s.out}")
+
+
+@app.command()
+@friendly_errors
+def demo(
+    directory: Annotated[Path, typer.Argument(help="Where to build the demo.")] = Path(
+        "pairsift-demo"),
+    model: Annotated[str, typer.Option(help="Encoder.")] = "default",
+    top: Annotated[float, typer.Option(help="CLIP-score top fraction to keep.")] = 0.75,
+    quiet: Quiet = False,
+) -> None:
+    """Build a small corpus offline and run ingest → embed → score → filter → export."""
+    r = api.demo(directory, model=model, top=top, progress=not quiet)
+    rows = [("samples in", r.inputs), ("readable", r.readable)]
+    rows += [(f"  error: {reason}", n) for reason, n in r.errors.most_common()]
+    rows += [(f"kept by clip score (top {top:.0%}, >= {r.threshold:.3f})", r.kept),
+             ("exported", r.exported)]
+    console.print(_counts_table("pairsift demo: the funnel", rows))
+    console.print("lowest-scoring dropped pairs (caption does not match the image):")
+    for ex in r.dropped_examples:
+        console.print(f"  {ex['clip_score']:.3f}  {ex['key']}: {ex['caption']!r}  "
+                      f"(pairsift explain {ex['uid']} -w {r.workspace})")
+    console.print(f"workspace: {r.workspace}\nexport: {r.export}")
+
+
+if __name__ == "__main__":
+    app()

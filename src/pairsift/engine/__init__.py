@@ -1,0 +1,1 @@
+"""Engines run stage code over a workspace: in-process (``local``) by default."""

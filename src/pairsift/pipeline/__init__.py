@@ -1,0 +1,1 @@
+"""Orchestration: workspace I/O + stage algorithms + the engine, one module per command."""

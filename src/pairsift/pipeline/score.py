@@ -1,0 +1,71 @@
+"""CLIP score (a map stage over stored embeddings) and the filter decisions made on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from ..models import model_slug
+from ..stages.score import STAGE, clip_score_decisions, clip_scores, resolve_threshold
+from ..workspace import Workspace, WorkspaceError, config_hash, write_table
+
+SIGNAL = "clip_score"
+
+
+@dataclass
+class FilterSummary:
+    stage: str
+    kept: int
+    dropped: int
+    threshold: float
+
+
+def current_model(ws: Workspace) -> str:
+    try:
+        return ws.run_config("embed")["model"]
+    except WorkspaceError:
+        raise WorkspaceError(f"{ws.root}: no embeddings yet; run `pairsift embed` first") from None
+
+
+def score(workspace: str | Path, *, model: str | None = None) -> int:
+    """Write ``clip_score`` (cosine of image and caption embeddings) for every part.
+
+    Returns the number of parts scored (parts already scored with this model are skipped).
+    """
+    ws = Workspace.open(workspace)
+    model = model or current_model(ws)
+    slug = model_slug(model)
+    run = ws.start_run(SIGNAL, {"model": model})
+    done = 0
+    for part in ws.part_ids():
+        path = ws.signal_path(SIGNAL, run, part)
+        if path.exists():
+            continue
+        scores = clip_scores(ws.embeddings(slug, "image", part), ws.embeddings(slug, "text", part))
+        uids = ws.read_part(part, ["uid"]).column("uid")
+        write_table(path, pa.table({"uid": uids, SIGNAL: scores}))
+        done += 1
+    ws.finish_run(SIGNAL, run, {"parts": len(ws.part_ids())})
+    return done
+
+
+def filter_clip_score(workspace: str | Path, *, threshold: float | None = None,
+                      top: float | None = None) -> FilterSummary:
+    """Decide keep/drop on CLIP score: ``>= threshold``, or DataComp's top fraction ``top``."""
+    ws = Workspace.open(workspace)
+    config = {"threshold": threshold, "top": top, "scores": ws.current_run(SIGNAL)}
+    run = ws.start_run(STAGE, config)
+    table = ws.signals(SIGNAL, ["uid", SIGNAL])
+    scores = table.column(SIGNAL).to_numpy(zero_copy_only=False).astype(np.float32)
+    cut = resolve_threshold(scores, threshold=threshold, fraction=top)
+    decisions = clip_score_decisions(table.column("uid").combine_chunks(), scores, cut,
+                                     fraction=top, config_hash=config_hash(config))
+    ws.write_decisions(STAGE, decisions)
+    kept = decisions.column("verdict").to_pylist().count("keep")
+    summary = FilterSummary(STAGE, kept, decisions.num_rows - kept, cut)
+    ws.finish_run(STAGE, run, {"kept": kept, "dropped": summary.dropped, "threshold": cut})
+    return summary
+

@@ -1,0 +1,1 @@
+"""Stage algorithms: plain functions over arrays and tables, no I/O, no progress bars."""

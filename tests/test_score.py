@@ -1,0 +1,67 @@
+"""CLIP score and DataComp/LAION filter semantics (SPEC.md §5.1, test vector §A.4)."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pairsift.stages.score import (
+    clip_score_decisions,
+    clip_scores,
+    fraction_threshold,
+    resolve_threshold,
+)
+
+
+def test_fraction_threshold_matches_spec_a4():
+    """SPEC §A.4: fraction 0.3 of 6 scores -> n=1, threshold 0.5, keeps 2 (not 1)."""
+    scores = np.array([0.1, 0.5, 0.3, 0.3, 0.9, 0.2], np.float32)
+    cut = fraction_threshold(scores, 0.3)
+    assert cut == pytest.approx(0.5)
+    assert int((scores >= cut).sum()) == 2
+
+
+def test_fraction_ties_keep_more():
+    """SPEC §5.1: ties at the threshold are all kept (>=)."""
+    scores = np.array([0.9, 0.5, 0.5, 0.5, 0.1], np.float32)
+    cut = fraction_threshold(scores, 0.2)  # n = 1 -> second largest = 0.5
+    assert int((scores >= cut).sum()) == 4
+
+
+def test_fraction_one_keeps_all_and_ignores_nan():
+    scores = np.array([0.2, np.nan, 0.1], np.float32)
+    assert fraction_threshold(scores, 1.0) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("fraction", [0, -0.1, 1.5])
+def test_fraction_out_of_range(fraction):
+    with pytest.raises(ValueError, match="fraction"):
+        fraction_threshold(np.ones(3, np.float32), fraction)
+
+
+def test_exactly_one_of_threshold_and_fraction():
+    with pytest.raises(ValueError, match="exactly one"):
+        resolve_threshold(np.ones(3), threshold=0.2, fraction=0.3)
+    with pytest.raises(ValueError, match="exactly one"):
+        resolve_threshold(np.ones(3))
+
+
+def test_clip_scores_cosine_and_missing():
+    img = np.array([[1, 0], [0, 2], [1, 1]], np.float16)
+    txt = np.array([[1, 0], [1, 0], [0, 0]], np.float16)
+    s = clip_scores(img, txt)
+    assert s[0] == pytest.approx(1.0)
+    assert s[1] == pytest.approx(0.0)
+    assert np.isnan(s[2])  # no caption embedding: no score, never 0
+
+
+def test_threshold_is_inclusive_like_laion():
+    """SPEC §5.1: DataComp's laion2b filter keeps score >= 0.28."""
+    scores = np.array([0.28, 0.2799, np.nan], np.float32)
+    table = clip_score_decisions(pa.array(["a", "b", "c"]), scores, 0.28)
+    assert table.column("verdict").to_pylist() == ["keep", "drop", "drop"]
+    assert table.column("reason").to_pylist() == ["", "clip_score_below", "clip_score_missing"]
+    evidence = json.loads(table.column("evidence")[1].as_py())
+    assert evidence["threshold"] == pytest.approx(0.28)
+    assert evidence["clip_score"] == pytest.approx(0.2799, abs=1e-6)
