@@ -10,7 +10,9 @@ from .pipeline.demo import demo
 from .pipeline.embed import embed
 from .pipeline.explain import explain
 from .pipeline.export import export
+from .pipeline.hashdedup import dedup_exact, dedup_perceptual
 from .pipeline.ingest import ingest
 from .pipeline.score import filter_clip_score, score
 
-__all__ = ["demo", "embed", "explain", "export", "filter_clip_score", "ingest", "score"]
+__all__ = ["dedup_exact", "dedup_perceptual", "demo", "embed", "explain", "export",
+           "filter_clip_score", "ingest", "score"]

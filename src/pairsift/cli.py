@@ -19,6 +19,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Curate web image-text pairs for CLIP-style training.")
 filter_app = typer.Typer(no_args_is_help=True, help="Decide keep/drop from a signal.")
 app.add_typer(filter_app, name="filter")
+dedup_app = typer.Typer(no_args_is_help=True, help="Find duplicates and drop all but one.")
+app.add_typer(dedup_app, name="dedup")
 console = Console()
 
 Workspace = Annotated[Path, typer.Option("--workspace", "-w", envvar="PAIRSIFT_WORKSPACE",
@@ -118,6 +120,35 @@ def filter_clip_score(
     """Keep pairs by CLIP score: a threshold or DataComp's top fraction."""
     s = api.filter_clip_score(workspace, threshold=threshold, top=top)
     console.print(f"clip score >= {s.threshold:.4f}: kept {s.kept:,}, dropped {s.dropped:,}")
+
+
+def _print_dedup(s) -> None:
+    console.print(f"{s.stage}: dropped {s.dropped:,} of {s.samples:,} samples")
+
+
+@dedup_app.command("exact")
+@friendly_errors
+def dedup_exact(
+    workspace: Workspace,
+    threads: Annotated[int | None, typer.Option(help="Decode threads.")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Byte- and pixel-identical copies: keep the best-scoring member of each group."""
+    _print_dedup(api.dedup_exact(workspace, threads=threads, progress=not quiet))
+
+
+@dedup_app.command("perceptual")
+@friendly_errors
+def dedup_perceptual(
+    workspace: Workspace,
+    max_phash: Annotated[int, typer.Option(help="Max pHash Hamming distance.")] = 4,
+    max_dhash: Annotated[int, typer.Option(help="Max dHash Hamming distance (veto).")] = 6,
+    threads: Annotated[int | None, typer.Option(help="Decode threads.")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Re-encoded / resized copies by pHash + dHash; keep one per group."""
+    _print_dedup(api.dedup_perceptual(workspace, max_phash=max_phash, max_dhash=max_dhash,
+                                      threads=threads, progress=not quiet))
 
 
 @app.command()

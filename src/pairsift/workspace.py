@@ -187,6 +187,10 @@ class Workspace:
                                              "errors": errors.num_rows}
         self.save()
 
+    def image_columns(self) -> dict[str, str | None]:
+        """Per source, the parquet column holding image bytes (None: the reader's default)."""
+        return {n: s["options"].get("image_column") for n, s in self.manifest["sources"].items()}
+
     def num_samples(self) -> int:
         return sum(p["rows"] for p in self.manifest["parts"].values())
 
@@ -274,7 +278,10 @@ class Workspace:
         return pa.concat_tables(pq.read_table(p, columns=columns) for p in paths)
 
     def signal_stages(self) -> list[str]:
-        return sorted(s for s in self.manifest["current"] if s not in self.decision_stages())
+        """Stages that wrote per-part signals and have a current run."""
+        folder = self.root / "signals"
+        names = [p.name for p in folder.iterdir()] if folder.exists() else []
+        return sorted(n for n in names if self.current_run(n))
 
     def decision_path(self, stage: str) -> Path:
         return self.root / "decisions" / f"{stage}.parquet"

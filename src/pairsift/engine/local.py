@@ -7,8 +7,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import pyarrow as pa
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -17,6 +18,10 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from ..io.images import ImageDecodeError
+from ..io.sources import ImageBytesReader
+from ..workspace import ERROR_SCHEMA, Workspace, write_table
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -66,3 +71,55 @@ def progress_bar(description: str, total: int | None, *, unit: str = "samples",
     with Progress(*columns, transient=False) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)
+
+
+def map_images(records: Iterable[dict], fn: Callable[[bytes], R], *,
+               image_columns: dict[str, str | None], threads: int,
+               window: int | None = None) -> Iterator[R | ImageDecodeError]:
+    """``fn(image bytes)`` for each part row, in order, on the thread pool.
+
+    Bytes are read in the caller's thread (one open handle per shard); a sample that no longer
+    decodes yields its :class:`ImageDecodeError` instead of stopping the run.
+    """
+
+    def guarded(data: bytes) -> R | ImageDecodeError:
+        try:
+            return fn(data)
+        except ImageDecodeError as exc:
+            return exc
+
+    with ImageBytesReader(image_columns) as reader:
+        yield from ordered_map(guarded, (reader.read(r) for r in records), threads, window)
+
+
+def decode_error_row(row: dict, stage: str, exc: ImageDecodeError) -> dict:
+    """An errors-table row for a sample that ingest could read but a later stage could not."""
+    return {"source": row["source"], "shard": row["shard"], "key": row["key"],
+            "uid": row["uid"], "stage": stage, "reason": exc.reason,
+            "message": f"image changed since ingest: {exc.message}"}
+
+
+def run_signal_stage(
+    ws: Workspace,
+    stage: str,
+    config: dict[str, Any],
+    compute: Callable[[int, pa.Table, Callable[[int], None]], tuple[pa.Table, list[dict]]],
+    *,
+    columns: list[str],
+    progress: bool = True,
+) -> int:
+    """Run a map stage part by part, skipping parts this config already finished.
+
+    ``compute(part, rows, advance)`` returns the part's signal table (uid + columns, same row order)
+    and error rows. Returns the number of parts computed.
+    """
+    run = ws.start_run(stage, config)
+    todo = [p for p in ws.part_ids() if not ws.signal_path(stage, run, p).exists()]
+    total = sum(ws.manifest["parts"][str(p)]["rows"] for p in todo)
+    with progress_bar(stage, total, enabled=progress) as advance:
+        for part in todo:
+            signals, errors = compute(part, ws.read_part(part, columns), advance)
+            ws.write_errors(stage, part, pa.Table.from_pylist(errors, ERROR_SCHEMA))
+            write_table(ws.signal_path(stage, run, part), signals)
+    ws.finish_run(stage, run, {"parts": len(ws.part_ids())})
+    return len(todo)

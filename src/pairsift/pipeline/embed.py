@@ -10,9 +10,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ..engine.local import default_threads, ordered_map, progress_bar
+from ..engine.local import decode_error_row, default_threads, map_images, progress_bar
 from ..io.images import ImageDecodeError
-from ..io.sources import ImageBytesReader
 from ..models import load_encoder, model_slug
 from ..models.base import ImageTextEncoder
 from ..stages.embed import embed_texts, prepare_image
@@ -57,13 +56,11 @@ def embed(
     todo = [p for p in ws.part_ids() if not ws.has_embeddings(slug, spaces, p)]
     total = sum(ws.manifest["parts"][str(p)]["rows"] for p in todo)
     summary = EmbedSummary(model, 0, len(ws.part_ids()) - len(todo), 0, 0)
-    readers = {name: s["options"].get("image_column")
-               for name, s in ws.manifest["sources"].items()}
     with progress_bar(f"embed ({model})", total, enabled=progress) as advance:
         for part in todo:
             rows = ws.read_part(part, ROW_COLUMNS)
             arrays, errors = embed_part(encoder, rows, batch_size, threads or default_threads(),
-                                        readers, advance)
+                                        ws.image_columns(), advance)
             ws.write_errors("embed", part, errors)
             ws.write_embeddings(slug, arrays, part)
             summary.parts_done += 1
@@ -81,29 +78,20 @@ def embed_part(encoder: ImageTextEncoder, rows: pa.Table, batch_size: int, threa
     joint = np.zeros((n, encoder.dim), np.float32)
     visual = np.zeros((n, encoder.visual_dim), np.float32) if encoder.visual_dim else None
     records = rows.to_pylist()
-    errors = []
-    with ImageBytesReader(image_columns) as reader:
-        prepared = ordered_map(lambda data: _prepare(encoder, data),
-                               (reader.read(r) for r in records), threads,
-                               window=batch_size * 2)
-        for index, pixels in _batches(prepared, batch_size, records, errors):
-            out = encoder.embed_pixels(torch.stack(pixels))
-            joint[index] = out.joint
-            if visual is not None:
-                visual[index] = out.visual
-            advance(len(index))
+    errors: list[dict] = []
+    prepared = map_images(records, lambda data: prepare_image(encoder, data),
+                          image_columns=image_columns, threads=threads, window=batch_size * 2)
+    for index, pixels in _batches(prepared, batch_size, records, errors):
+        out = encoder.embed_pixels(torch.stack(pixels))
+        joint[index] = out.joint
+        if visual is not None:
+            visual[index] = out.visual
+        advance(len(index))
     advance(len(errors))
     arrays = {"image": joint, "text": embed_texts(encoder, rows.column("caption").to_pylist())}
     if visual is not None:
         arrays["visual"] = visual
     return arrays, pa.Table.from_pylist(errors, ERROR_SCHEMA)
-
-
-def _prepare(encoder: ImageTextEncoder, data: bytes) -> torch.Tensor | ImageDecodeError:
-    try:
-        return prepare_image(encoder, data)
-    except ImageDecodeError as exc:
-        return exc
 
 
 def _batches(prepared: Iterator, batch_size: int, records: list[dict],
@@ -113,10 +101,7 @@ def _batches(prepared: Iterator, batch_size: int, records: list[dict],
     pixels: list[torch.Tensor] = []
     for i, item in enumerate(prepared):
         if isinstance(item, ImageDecodeError):
-            r = records[i]
-            errors.append({"source": r["source"], "shard": r["shard"], "key": r["key"],
-                           "uid": r["uid"], "stage": "embed", "reason": item.reason,
-                           "message": f"image changed since ingest: {item.message}"})
+            errors.append(decode_error_row(records[i], "embed", item))
             continue
         index.append(i)
         pixels.append(item)
@@ -125,4 +110,3 @@ def _batches(prepared: Iterator, batch_size: int, records: list[dict],
             index, pixels = [], []
     if index:
         yield index, pixels
-

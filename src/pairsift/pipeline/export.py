@@ -59,8 +59,7 @@ def _signal_columns(table: pa.Table) -> list[str]:
 
 
 def _samples(ws: Workspace, need_bytes_for_files: bool) -> Iterator[ExportSample]:
-    columns = {n: s["options"].get("image_column") for n, s in ws.manifest["sources"].items()}
-    with ImageBytesReader(columns) as reader:
+    with ImageBytesReader(ws.image_columns()) as reader:
         for table in kept_parts(ws):
             signals = _signal_columns(table)
             for row in table.to_pylist():

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from ..engine.local import run_signal_stage
 from ..models import model_slug
 from ..stages.score import STAGE, clip_score_decisions, clip_scores, resolve_threshold
-from ..workspace import Workspace, WorkspaceError, config_hash, write_table
+from ..workspace import Workspace, WorkspaceError, config_hash
 
 SIGNAL = "clip_score"
 
@@ -30,7 +31,7 @@ def current_model(ws: Workspace) -> str:
         raise WorkspaceError(f"{ws.root}: no embeddings yet; run `pairsift embed` first") from None
 
 
-def score(workspace: str | Path, *, model: str | None = None) -> int:
+def score(workspace: str | Path, *, model: str | None = None, progress: bool = True) -> int:
     """Write ``clip_score`` (cosine of image and caption embeddings) for every part.
 
     Returns the number of parts scored (parts already scored with this model are skipped).
@@ -38,18 +39,14 @@ def score(workspace: str | Path, *, model: str | None = None) -> int:
     ws = Workspace.open(workspace)
     model = model or current_model(ws)
     slug = model_slug(model)
-    run = ws.start_run(SIGNAL, {"model": model})
-    done = 0
-    for part in ws.part_ids():
-        path = ws.signal_path(SIGNAL, run, part)
-        if path.exists():
-            continue
+
+    def compute(part: int, rows: pa.Table, advance) -> tuple[pa.Table, list[dict]]:
         scores = clip_scores(ws.embeddings(slug, "image", part), ws.embeddings(slug, "text", part))
-        uids = ws.read_part(part, ["uid"]).column("uid")
-        write_table(path, pa.table({"uid": uids, SIGNAL: scores}))
-        done += 1
-    ws.finish_run(SIGNAL, run, {"parts": len(ws.part_ids())})
-    return done
+        advance(rows.num_rows)
+        return pa.table({"uid": rows.column("uid"), SIGNAL: scores}), []
+
+    return run_signal_stage(ws, SIGNAL, {"model": model}, compute, columns=["uid"],
+                            progress=progress)
 
 
 def filter_clip_score(workspace: str | Path, *, threshold: float | None = None,

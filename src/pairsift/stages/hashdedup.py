@@ -1,0 +1,297 @@
+"""Exact and perceptual deduplication: pixel hashes, pHash/dHash, Hamming pairs, groups.
+
+Decisions ``exact_duplicate_of`` and ``near_duplicate_of`` (DESIGN.md §4). Costs grow with the
+data, never N×N (§6): exact groups come from hashing, near pairs from an exact multi-index
+Hamming search (faiss), groups from the sparse pair graph.
+
+Hashes are 64-bit values stored as signed int64 (the two's complement of the uint64) so they
+fit Arrow/Parquet int64 columns; ``format(value & (2**64 - 1), "016x")`` gives imagehash's hex.
+
+Default thresholds, measured on 40 distinct images (the shared fixtures and scikit-image's
+samples: 780 pairs) and variants of each (``tests/test_hashdedup.py``). pHash distances are
+nearly always even (the median split gives every hash 32 ones), so 4 and 5 differ little.
+
+- JPEG q30–q75, resize (60 %, 30 %, 128-px thumbnail), greyscale and the PNG/WebP copy of one
+  photo: pHash ≤ 4 and dHash ≤ 6 for every image except a synthetic chessboard, whose tied
+  DCT coefficients move pHash by 5–12 after re-encoding.
+- Distinct photos: pHash ≥ 20, except two pairs with the same layout, at pHash 4: data-juicer's
+  hard negative (plane vs boat, dHash 8) and a stereo pair (dHash 9). pHash alone cannot
+  separate them from JPEG copies, so dHash vetoes: both hashes must be close.
+- Not found, by design: flips and rotations (pHash ≈ 32), 5 % borders and 90 % crops (pHash
+  4–24), large brightness changes. Semantic (embedding) dedup handles those.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from math import comb, expm1
+
+import faiss
+import imagehash
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from PIL import Image
+from scipy.sparse import coo_array
+from scipy.sparse.csgraph import connected_components
+
+PHASH_MAX_DISTANCE: int = 4
+DHASH_MAX_DISTANCE: int = 6
+
+_BITS = 64
+_QUERY_BLOCK = 1 << 16  # queries per faiss call: bounds the memory of one result batch
+# Per-query costs (ns, measured with faiss 1.15 on 2 CPU cores) of a hash probe, a non-empty
+# bucket, a candidate and a flat comparison: they only choose among exact plans.
+_PROBE_NS, _BUCKET_NS, _CANDIDATE_NS, _FLAT_NS = 90.0, 1000.0, 50.0, 0.4
+
+
+@dataclass(frozen=True)
+class ImageHashes:
+    """Hashes of one decoded image; phash/dhash are signed int64 (see the module docstring)."""
+
+    pixel_sha256: str
+    phash: int
+    dhash: int
+
+
+def image_hashes(image: Image.Image) -> ImageHashes:
+    """Pixel sha256, pHash and dHash (hash_size 8) of an RGB image, e.g. ``decode_image().image``.
+
+    The pixel hash covers the size and the RGB bytes, so lossless re-encodings (PNG, BMP, the
+    same JPEG bytes in another container) are exact duplicates. Pure function: thread-safe.
+    """
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
+    digest.update(rgb.tobytes())
+    return ImageHashes(
+        pixel_sha256=digest.hexdigest(),
+        phash=_to_int64(imagehash.phash(rgb, hash_size=8)),
+        dhash=_to_int64(imagehash.dhash(rgb, hash_size=8)),
+    )
+
+
+def _to_int64(h: imagehash.ImageHash) -> int:
+    """imagehash's bits (row-major, first bit most significant) as a signed 64-bit int."""
+    return int.from_bytes(np.packbits(h.hash.ravel()).tobytes(), "big", signed=True)
+
+
+def exact_duplicates(
+    keys: Sequence[str] | pa.Array | pa.ChunkedArray, priority: np.ndarray | None = None
+) -> np.ndarray:
+    """Index of the kept member of each item's group of equal keys (its own index if kept).
+
+    Rule: the kept member has the highest ``priority`` (e.g. CLIP score; NaN counts as
+    lowest); ties, or no priority, go to the lowest index — the pipeline passes items sorted
+    by uid, so the lowest uid. Linear hashing (Arrow) plus one sort; int64 result.
+    """
+    arr = keys if isinstance(keys, (pa.Array, pa.ChunkedArray)) else pa.array(keys, pa.string())
+    if arr.null_count:
+        raise ValueError("keys must not contain nulls")
+    groups = pc.index_in(arr, value_set=pc.unique(arr)).to_numpy().astype(np.int64)
+    return _kept_per_group(groups, _priority_order(len(groups), priority))
+
+
+def hamming_pairs(
+    hashes: np.ndarray, max_distance: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs ``i < j`` of 64-bit hashes at Hamming distance ≤ ``max_distance``, exactly.
+
+    Returns ``(i, j, distance)`` (int64, int64, int32), sorted by ``(i, j)``. faiss's
+    ``IndexBinaryMultiHash`` splits the bits into ``nhash`` substrings and probes every
+    substring value within ``nflip`` flips; with ``nhash·(nflip+1) > max_distance`` every pair
+    in range agrees on some substring up to ``nflip`` bits (pigeonhole), so no pair is missed,
+    and candidates are verified on all 64 bits. Cost: O(N·nhash·C(b, ≤nflip)·(1 + N/2^b)) probes
+    and checks plus the output, b = 64 // nhash — near-linear while N ≪ 2^b (radius ≤ 4 uses
+    b = 21–32). The cheapest plan is chosen per call; when none beats comparing with every
+    code (large radius, small N), ``IndexBinaryFlat`` scans: O(N²) popcounts, no matrix. The
+    output itself is quadratic in a group of identical hashes (e.g. blank images).
+    """
+    h = np.asarray(hashes)
+    if h.ndim != 1 or h.dtype != np.int64:
+        raise ValueError(f"hashes must be a 1-D int64 array, got {h.dtype} {h.shape}")
+    if not 0 <= max_distance <= _BITS:
+        raise ValueError(f"max_distance must be in [0, {_BITS}], got {max_distance}")
+    n = len(h)
+    if n < 2:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int32)
+    codes = _padded_codes(h)
+    index = _binary_index(n, max_distance)
+    index.add(codes[:n])
+    parts = [
+        _block_pairs(index, codes, start, min(start + _QUERY_BLOCK, n), max_distance)
+        for start in range(0, n, _QUERY_BLOCK)
+    ]
+    i, j, d = (np.concatenate(p) for p in zip(*parts, strict=True))
+    order = np.lexsort((j, i))
+    return i[order], j[order], d[order]
+
+
+def _padded_codes(h: np.ndarray) -> np.ndarray:
+    """Codes as (n+1, 8) bytes, the last row zero: faiss loads 8 bytes at each substring's
+    offset, which runs past a 64-bit code; the padding keeps those loads inside our buffer."""
+    buf = np.zeros(len(h) + 1, np.int64)
+    buf[:-1] = h
+    return buf.view(np.uint8).reshape(-1, 8)
+
+
+def _binary_index(n: int, max_distance: int) -> faiss.IndexBinary:
+    """The cheapest exact index for ``n`` codes and this radius (see ``_search_plan``)."""
+    plan = _search_plan(n, max_distance)
+    if plan is None:
+        return faiss.IndexBinaryFlat(_BITS)
+    nhash, nflip = plan
+    index = faiss.IndexBinaryMultiHash(_BITS, nhash, _BITS // nhash)
+    index.nflip = nflip
+    return index
+
+
+def _search_plan(n: int, radius: int) -> tuple[int, int] | None:
+    """``(nhash, nflip)`` of the cheapest exact multi-hash plan, or None when a flat scan is
+    cheaper. nflip = radius // nhash is the least that keeps the search exact; nhash ≥ 2
+    because faiss cannot mask a 64-bit substring. Buckets are modelled as uniform."""
+    best, best_cost = None, n * _FLAT_NS
+    for nhash in range(2, min(_BITS, max(2, radius + 1)) + 1):
+        b, nflip = _BITS // nhash, radius // nhash
+        if nflip >= b:
+            continue
+        probes = nhash * sum(comb(b, k) for k in range(nflip + 1))
+        fill = n / 2**b  # expected codes per bucket
+        cost = probes * (_PROBE_NS + _BUCKET_NS * -expm1(-fill) + _CANDIDATE_NS * fill)
+        if cost < best_cost:
+            best, best_cost = (nhash, nflip), cost
+    return best
+
+
+def _block_pairs(
+    index: faiss.IndexBinary, codes: np.ndarray, start: int, stop: int, max_distance: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (query, stored) with query < stored for queries ``start:stop``."""
+    lims, dist, ids = index.range_search(codes[start:stop], max_distance + 1)  # strict "<"
+    queries = np.repeat(np.arange(start, stop, dtype=np.int64), np.diff(lims).astype(np.int64))
+    upper = queries < ids
+    return queries[upper], ids[upper].astype(np.int64), dist[upper].astype(np.int32)
+
+
+def hamming_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Element-wise Hamming distance (int32) of int64 hashes.
+
+    Counts the bits of the uint64 pattern: ``np.bitwise_count`` and ``int.bit_count`` of a
+    negative signed value count the bits of its absolute value instead.
+    """
+    diff = np.asarray(a, np.int64) ^ np.asarray(b, np.int64)
+    return np.bitwise_count(diff.view(np.uint64)).astype(np.int32)
+
+
+def perceptual_pairs(
+    phash: np.ndarray,
+    dhash: np.ndarray,
+    max_phash: int = PHASH_MAX_DISTANCE,
+    max_dhash: int = DHASH_MAX_DISTANCE,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Near-duplicate pairs: pHash within ``max_phash`` and dHash within ``max_dhash``.
+
+    pHash finds the candidates (``hamming_pairs``); dHash vetoes pictures that share a
+    layout but not their content (the hard negatives in the module docstring). Returns
+    ``(i, j, phash_distance)`` like ``hamming_pairs``.
+    """
+    d_hashes = np.asarray(dhash, np.int64)
+    if d_hashes.shape != np.shape(phash):
+        raise ValueError(f"phash and dhash differ in shape: {np.shape(phash)} {d_hashes.shape}")
+    i, j, dist = hamming_pairs(phash, max_phash)
+    close = hamming_distance(d_hashes[i], d_hashes[j]) <= max_dhash
+    return i[close], j[close], dist[close]
+
+
+def near_duplicates(
+    n: int,
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
+    priority: np.ndarray | None = None,
+    *,
+    transitive: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Kept member (int64[n]) of each item and its Hamming distance to it (int32[n]).
+
+    ``pairs`` is ``(i, j, distance)`` as from ``hamming_pairs``. Ranking as in
+    ``exact_duplicates``: highest priority, then lowest index. Kept items map to themselves
+    with distance 0.
+
+    - ``transitive=True``: groups are the connected components of the pair graph; each keeps
+      its best-ranked member. The distance is reported when the item and its kept member form
+      a pair, else −1 (linked only through others; ``hamming_distance`` gives it).
+    - ``transitive=False`` (SemDeDup's rule): an item drops iff it pairs with a better-ranked
+      item, and refers to the nearest such item (ties: best rank), which may itself be dropped.
+      Chains keep more: in a–b–c with b ranked last, a and c both stay.
+    """
+    i, j, dist = _check_pairs(n, pairs)
+    order = _priority_order(n, priority)
+    if transitive:
+        return _component_kept(n, i, j, dist, order)
+    return _better_neighbour_kept(n, i, j, dist, _ranks(order))
+
+
+def _component_kept(
+    n: int, i: np.ndarray, j: np.ndarray, dist: np.ndarray, order: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best-ranked member of each connected component; distance if a direct pair, else −1."""
+    graph = coo_array((np.ones(len(i), np.int8), (i, j)), shape=(n, n))  # sparse: O(pairs)
+    _, groups = connected_components(graph, directed=False)
+    kept = _kept_per_group(groups.astype(np.int64), order)
+    distance = np.where(kept == np.arange(n), 0, -1).astype(np.int32)
+    for a, b in ((i, j), (j, i)):
+        direct = kept[a] == b
+        distance[a[direct]] = dist[direct]
+    return kept, distance
+
+
+def _better_neighbour_kept(
+    n: int, i: np.ndarray, j: np.ndarray, dist: np.ndarray, rank: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each item paired with a better-ranked one refers to the nearest (then best) of them."""
+    i_better = rank[i] < rank[j]
+    winner, loser = np.where(i_better, i, j), np.where(i_better, j, i)
+    by_loser = np.lexsort((rank[winner], dist, loser))
+    first = np.ones(len(by_loser), bool)
+    first[1:] = loser[by_loser][1:] != loser[by_loser][:-1]
+    chosen = by_loser[first]
+    kept, distance = np.arange(n, dtype=np.int64), np.zeros(n, np.int32)
+    kept[loser[chosen]] = winner[chosen]
+    distance[loser[chosen]] = dist[chosen]
+    return kept, distance
+
+
+def _check_pairs(
+    n: int, pairs: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    i, j, dist = (np.asarray(p, np.int64) for p in pairs)
+    if not i.shape == j.shape == dist.shape or i.ndim != 1:
+        raise ValueError("pairs must be three 1-D arrays of one length")
+    if len(i) and (min(i.min(), j.min()) < 0 or max(i.max(), j.max()) >= n):
+        raise ValueError(f"pair indices must be in [0, {n})")
+    return i, j, dist.astype(np.int32)
+
+
+def _priority_order(n: int, priority: np.ndarray | None) -> np.ndarray:
+    """Item indices best first: highest priority (NaN lowest), then lowest index."""
+    if priority is None:
+        return np.arange(n, dtype=np.int64)
+    p = np.asarray(priority, np.float64)
+    if p.shape != (n,):
+        raise ValueError(f"priority must have shape ({n},), got {p.shape}")
+    return np.lexsort((np.arange(n), -np.where(np.isnan(p), -np.inf, p))).astype(np.int64)
+
+
+def _ranks(order: np.ndarray) -> np.ndarray:
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return rank
+
+
+def _kept_per_group(groups: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """For each item, the best-ranked item of its group (``order`` lists items best first)."""
+    if len(groups) == 0:
+        return np.empty(0, np.int64)
+    best = np.full(groups.max() + 1, len(groups), np.int64)
+    np.minimum.at(best, groups, _ranks(order))
+    return order[best[groups]]
