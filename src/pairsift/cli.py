@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -153,6 +154,56 @@ def dedup_perceptual(
 
 @app.command()
 @friendly_errors
+def cluster(
+    workspace: Workspace,
+    k: Annotated[int | None, typer.Option(help="Number of clusters.")] = None,
+    target_size: Annotated[int, typer.Option(help="Mean cluster size when --k is not "
+                                                  "given.")] = 1000,
+    pca_dim: Annotated[int | None, typer.Option(help="Reduce to this many dims first.")] = None,
+    spherical: Annotated[bool, typer.Option(help="Cosine (spherical) k-means.")] = True,
+    seed: Annotated[int, typer.Option(help="Sampling and k-means seed.")] = 1234,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    quiet: Quiet = False,
+) -> None:
+    """faiss k-means on the image embeddings (trained on a sample, assigned in chunks)."""
+    s = api.cluster(workspace, k=k, target_size=target_size, pca_dim=pca_dim,
+                    spherical=spherical, seed=seed, device=device, progress=not quiet)
+    console.print(f"{s.k} clusters in the {s.space} space; sizes: min {s.sizes.min()}, "
+                  f"median {int(np.median(s.sizes))}, max {s.sizes.max()}")
+
+
+@dedup_app.command("semantic")
+@friendly_errors
+def dedup_semantic(
+    workspace: Workspace,
+    eps: Annotated[float | None, typer.Option(help="Drop if cosine > 1 - eps to an "
+                                                   "earlier-ranked member.")] = None,
+    keep_fraction: Annotated[float | None, typer.Option(help="Choose eps to keep this "
+                                                             "fraction.")] = None,
+    order: Annotated[str, typer.Option(help="hard | easy | random")] = "hard",
+    rank_by: Annotated[str | None, typer.Option(help="Rank by a signal column instead "
+                                                     "(largest kept), e.g. clip_score.")] = None,
+    rule: Annotated[str, typer.Option(help="semdedup_code | greedy_kept | "
+                                           "components")] = "semdedup_code",
+    strict: Annotated[bool, typer.Option(help="'>' like Meta's code (--no-strict: '>=' "
+                                              "like NeMo).")] = True,
+    block: Annotated[int, typer.Option(help="Columns per similarity block.")] = 1024,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    quiet: Quiet = False,
+) -> None:
+    """SemDeDup inside each cluster; prints the eps sweep (eps -> kept fraction)."""
+    s = api.dedup_semantic(workspace, eps=eps, keep_fraction=keep_fraction, order=order,
+                           rank_by=rank_by, rule=rule, strict=strict, block=block,
+                           device=device, progress=not quiet)
+    sweep = Table("eps", "kept fraction", title="eps sweep (semdedup_code rule)")
+    for e, fraction in s.sweep:
+        sweep.add_row(f"{e:g}", f"{fraction:.3f}")
+    console.print(sweep)
+    console.print(f"semdedup at eps={s.eps:.4g}: kept {s.kept:,}, dropped {s.dropped:,}")
+
+
+@app.command()
+@friendly_errors
 def explain(
     uid: Annotated[str, typer.Argument(help="The sample's 32-hex uid.")],
     workspace: Workspace,
@@ -190,6 +241,23 @@ def export(
     s = api.export(workspace, out, format=format, shard_size=shard_size)
     console.print(f"exported {s.exported:,} samples ({s.dropped:,} dropped) as {s.format} "
                   f"→ {s.out}")
+
+
+@app.command()
+@friendly_errors
+def report(
+    workspace: Workspace,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="HTML file to write "
+                                             "(default: WS/report/index.html).")] = None,
+    max_thumbnails: Annotated[int, typer.Option(help="Thumbnails per drop reason.")] = 12,
+    borderline: Annotated[int, typer.Option(help="Samples shown on each side of a "
+                                                 "threshold.")] = 8,
+    quiet: Quiet = False,
+) -> None:
+    """One self-contained HTML page: funnel, distributions, galleries, fairness, run facts."""
+    path = api.report(workspace, out, max_thumbnails=max_thumbnails, borderline=borderline,
+                      progress=not quiet)
+    console.print(f"report → {path} (opens from disk: no server, no network)")
 
 
 @app.command()

@@ -234,6 +234,10 @@ class Workspace:
             )
         return np.load(path, mmap_mode="r")
 
+    def embedding_rows(self, model: str, space: str) -> EmbeddingRows:
+        """All parts' embeddings of one space as one row-indexable (memory-mapped) matrix."""
+        return EmbeddingRows([self.embeddings(model, space, p) for p in self.part_ids()])
+
     # -- runs, signals and decisions -------------------------------------------------------
     def start_run(self, stage: str, config: dict[str, Any]) -> str:
         """Record a stage run; the config hash names its outputs (re-runs with it resume)."""
@@ -295,3 +299,32 @@ class Workspace:
     def decisions(self) -> pa.Table:
         tables = [pq.read_table(self.decision_path(s)) for s in self.decision_stages()]
         return pa.concat_tables(tables) if tables else DECISION_SCHEMA.empty_table()
+
+
+class EmbeddingRows:
+    """Rows of several memory-mapped parts addressed as one matrix, without concatenating.
+
+    Supports ``len``, ``shape``, slices and integer index arrays; only the rows asked for are
+    read, so a cluster's members can be gathered from every part in bounded memory.
+    """
+
+    def __init__(self, parts: list[np.ndarray]):
+        self._parts = parts
+        self._starts = np.cumsum([0] + [len(p) for p in parts])
+        dims = {p.shape[1] for p in parts}
+        if len(dims) > 1:
+            raise WorkspaceError(f"parts disagree on the embedding width: {sorted(dims)}")
+        self.shape = (int(self._starts[-1]), dims.pop() if dims else 0)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: slice | np.ndarray) -> np.ndarray:
+        rows = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index)
+        out = np.empty((len(rows), self.shape[1]), np.float16)
+        part_of = np.searchsorted(self._starts, rows, side="right") - 1
+        for part in np.unique(part_of):
+            mask = part_of == part
+            local = rows[mask] - self._starts[part]
+            out[mask] = self._parts[part][np.sort(local)][np.argsort(np.argsort(local))]
+        return out

@@ -1,0 +1,489 @@
+"""The report's sections: each builder returns a Section, or None when its data is absent.
+
+A section appears only when the workspace holds what it shows, so the report of a workspace
+that ran three stages has no empty chapters for the other ten. To add a stage to the report:
+
+- a signal with a threshold (a histogram plus borderline thumbnails): add a ``SignalSpec`` to
+  ``SIGNALS``;
+- anything else: write ``def my_section(ctx) -> Section | None`` and add it to ``builders``.
+
+Every decision stage gets a gallery without any change here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import plots
+from .data import ReportData
+from .html import (
+    compact_json,
+    count,
+    esc,
+    evidence,
+    facts,
+    highlight,
+    num_cell,
+    percent,
+    plot,
+    table,
+)
+from .thumbnails import Thumbnails
+
+FOUR_FIFTHS = 0.8  # a subgroup retained at < 80 % of the overall rate is flagged (EEOC rule)
+MAX_SUBGROUPS = 30
+
+
+@dataclass(frozen=True)
+class Section:
+    id: str  # the HTML id; tests and links rely on it
+    title: str
+    body: str  # HTML
+    lead: str = ""  # one sentence: what to look at
+
+
+@dataclass(frozen=True)
+class Context:
+    data: ReportData
+    thumbs: Thumbnails
+    max_thumbnails: int = 12  # per gallery (one gallery per drop reason)
+    borderline: int = 8  # per side of a threshold
+
+
+Builder = Callable[[Context], Section | None]
+
+
+# -- signals with thresholds -----------------------------------------------------------------
+@dataclass(frozen=True)
+class SignalSpec:
+    """A signal column to plot, and the decision stage whose threshold cuts it."""
+
+    stage: str  # signal stage
+    column: str  # names the section: dist-<column>
+    title: str
+    decision: str  # the decision stage that thresholds this column
+    drops: str  # "below" or "above": the side of the threshold that is dropped
+    threshold: Callable[[ReportData], float | None]
+    lead: str
+    extra: Callable[[ReportData, np.ndarray, float | None], str] | None = None  # more plots
+
+
+def _setting_threshold(stage: str, *keys: str) -> Callable[[ReportData], float | None]:
+    def threshold(data: ReportData) -> float | None:
+        value = data.setting(stage, *keys)
+        return None if value is None else float(value)
+
+    return threshold
+
+
+def _semdedup_threshold(data: ReportData) -> float | None:
+    eps = data.setting("semdedup", "eps")
+    return None if eps is None else 1.0 - float(eps)
+
+
+def _eps_sweep(data: ReportData, max_sim: np.ndarray, threshold: float | None) -> str:
+    from ..stages.semdedup import eps_sweep  # lazy: the stage module imports torch
+
+    eps = np.geomspace(1e-4, 0.5, 80)
+    strict = data.setting("semdedup", "strict")
+    kept = eps_sweep(np.nan_to_num(max_sim), eps, strict=strict is not False)
+    chosen = None if threshold is None else 1.0 - threshold
+    return plot(plots.sweep(eps, kept, chosen), "kept fraction for each epsilon")
+
+
+SIGNALS: tuple[SignalSpec, ...] = (
+    SignalSpec("clip_score", "clip_score", "CLIP score", "clip_score_filter", "below",
+               _setting_threshold("clip_score_filter", "threshold"),
+               "Cosine of each image with its caption: low scores are captions that do not "
+               "describe the image."),
+    SignalSpec("semdedup", "max_sim", "SemDeDup: max similarity", "semdedup", "above",
+               _semdedup_threshold,
+               "Highest cosine of each sample to a better-ranked one in its cluster; above "
+               "1 − ε it is a semantic duplicate. The curve shows what each ε would keep.",
+               extra=_eps_sweep),
+    SignalSpec("parrot", "cotr", "CoTR: parrot captions", "parrot_filter", "above",
+               _setting_threshold("parrot_filter", "cotr_threshold", "threshold"),
+               "Share of caption words that are also written in the image: high values are "
+               "parrot captions that teach a model to read instead of to see."),
+    SignalSpec("parrot", "text_area", "Text area", "text_dominated_filter", "above",
+               _setting_threshold("text_dominated_filter", "max_text_area"),
+               "Share of each image covered by spotted words: above the threshold the image "
+               "is mostly text."),
+)
+
+
+def distribution(spec: SignalSpec, ctx: Context) -> Section | None:
+    values = ctx.data.signal(spec.stage, spec.column)
+    if values is None:
+        return None
+    values = values.astype(np.float64)
+    threshold = spec.threshold(ctx.data)
+    ran = spec.decision in ctx.data.decision_stages
+    figures = plot(plots.histogram(values, xlabel=spec.column, threshold=threshold,
+                                   dropped=ctx.data.dropped(spec.decision) if ran else None),
+                   f"histogram of {spec.column}")
+    if spec.extra:
+        figures += spec.extra(ctx.data, values, threshold)
+    return Section(f"dist-{spec.column}", spec.title,
+                   facts(_value_facts(ctx, spec, values, threshold))
+                   + f'<div class="plots">{figures}</div>', spec.lead)
+
+
+def _value_facts(ctx: Context, spec: SignalSpec, values: np.ndarray,
+                 threshold: float | None) -> list[tuple[str, str]]:
+    finite = values[np.isfinite(values)]
+    items = [("samples", count(values.size)), ("no value", count(values.size - finite.size))]
+    if finite.size:
+        lo, mid, hi = np.percentile(finite, [0, 50, 100])
+        items += [("min", f"{lo:.4g}"), ("median", f"{mid:.4g}"), ("max", f"{hi:.4g}")]
+    if threshold is not None:
+        items.append(("threshold", f"{threshold:.4g}"))
+    if spec.decision in ctx.data.decision_stages:
+        dropped = int(ctx.data.dropped(spec.decision).sum())
+        items.append((f"dropped by {spec.decision}",
+                      f"{count(dropped)} ({percent(dropped, values.size)})"))
+    return items
+
+
+def cluster_sizes(ctx: Context) -> Section | None:
+    labels = ctx.data.signal("cluster", "cluster")
+    if labels is None:
+        return None
+    labels = labels[np.isfinite(labels.astype(np.float64))].astype(np.int64)
+    sizes = np.bincount(labels[labels >= 0]) if labels.size else np.zeros(0, np.int64)
+    sizes = sizes[sizes > 0]
+    if not sizes.size:
+        return None
+    items = [("clusters", count(sizes.size)), ("largest", count(sizes.max())),
+             ("median", count(np.median(sizes))), ("singletons", count((sizes == 1).sum()))]
+    return Section("dist-cluster", "Cluster sizes",
+                   facts(items) + f'<div class="plots">'
+                   f'{plot(plots.cluster_sizes(sizes), "cluster sizes")}</div>',
+                   "Semantic dedup compares samples only inside a cluster: very large clusters "
+                   "cost the most, singletons can never be duplicates.")
+
+
+# -- funnel ----------------------------------------------------------------------------------
+def headline(ctx: Context) -> list[tuple[str, str, str]]:
+    """The numbers at the top of the page: (label, value, note)."""
+    data = ctx.data
+    total = data.n + data.ingest_errors
+    kept = data.n - int(data.dropped_any().sum())
+    return [("samples in", count(total), f"{len(data.ws.manifest['sources'])} source(s)"),
+            ("readable", count(data.n), percent(data.n, total)),
+            ("errors", count(len(data.errors)), f"{data.ingest_errors:,} at ingest"),
+            ("dropped", count(data.n - kept), f"by {len(data.decision_stages)} stage(s)"),
+            ("kept", count(kept), f"{percent(kept, total)} of samples in")]
+
+
+def funnel_steps(data: ReportData) -> list[tuple[str, int, str]]:
+    """(step, samples left, what happened): in → readable → after each stage → exported.
+
+    Stages count cumulatively in the order they ran: "after X" is what no stage up to X
+    dropped, so each step's loss is what X added to the earlier ones.
+    """
+    total = data.n + data.ingest_errors
+    steps = [("samples in", total, "every sample the sources name"),
+             ("readable", data.n, f"−{data.ingest_errors:,} unusable at ingest (errors below)")]
+    gone = np.zeros(data.n, bool)
+    for stage in data.decision_stages:
+        drops = data.dropped(stage)
+        new = int((drops & ~gone).sum())
+        gone |= drops
+        note = f"−{new:,} by {stage}"
+        if new != int(drops.sum()):
+            note += f" (drops {int(drops.sum()):,}; {int(drops.sum()) - new:,} already gone)"
+        steps.append((f"after {stage}", data.n - int(gone.sum()), note))
+    steps.append(("exported", data.n - int(gone.sum()), "kept by every decision"))
+    return steps
+
+
+def funnel(ctx: Context) -> Section:
+    steps = funnel_steps(ctx.data)
+    total = steps[0][1]
+    rows = [[esc(label), num_cell(count(n)), num_cell(percent(n, total)),
+             f'<div class="bar"><span style="width:{100 * n / max(total, 1):.1f}%"></span>'
+             "</div>", esc(note)] for label, n, note in steps]
+    body = table(["step", "samples", "of samples in", "", "what happened"], rows, cls="funnel",
+                 numeric=[1, 2])
+    body += _errors_table(ctx, total)
+    return Section("funnel", "Funnel", body,
+                   "Samples in → readable → after each decision stage (in the order they ran) "
+                   "→ exported.")
+
+
+def _errors_table(ctx: Context, total: int) -> str:
+    errors = ctx.data.errors
+    if not len(errors):
+        return '<p class="note">No errors: every sample was readable.</p>'
+    groups = Counter(zip(errors.column("stage").to_pylist(), errors.column("reason").to_pylist(),
+                         strict=True))
+    example: dict[tuple[str, str], str] = {}
+    for stage, reason, key, message in zip(*(errors.column(c).to_pylist() for c in
+                                             ("stage", "reason", "key", "message")), strict=True):
+        example.setdefault((stage, reason), f"{key}: {message}")
+    rows = [[esc(reason), esc(stage), num_cell(count(n)), num_cell(percent(n, total)),
+             f'<span class="muted">{esc(example[(stage, reason)][:160])}</span>']
+            for (stage, reason), n in groups.most_common()]
+    return ('<h3 id="errors">Errors by reason</h3>'
+            + table(["reason", "stage", "samples", "of samples in", "example"], rows,
+                    numeric=[2, 3]))
+
+
+# -- galleries -------------------------------------------------------------------------------
+def gallery(stage: str, ctx: Context) -> Section:
+    """Dropped samples per reason with their evidence, and the cases around the threshold."""
+    table_ = ctx.data.decisions(stage)
+    not_kept = table_.filter(pc.not_equal(table_.column("verdict"), "keep"))
+    groups = Counter(zip(not_kept.column("verdict").to_pylist(),
+                         not_kept.column("reason").to_pylist(), strict=True))
+    body = "".join(_reason_gallery(ctx, not_kept, verdict, reason, n)
+                   for (verdict, reason), n in groups.most_common())
+    if not groups:
+        body = '<p class="note">This stage dropped nothing.</p>'
+    spec = next((s for s in SIGNALS if s.decision == stage), None)
+    if spec is not None:
+        body += _borderline(ctx, spec, stage)
+    n_drop = sum(n for (v, _), n in groups.items() if v == "drop")
+    return Section(f"gallery-{stage}", f"Gallery: {stage}", body,
+                   f"{n_drop:,} of {len(table_):,} decided samples dropped. Up to "
+                   f"{ctx.max_thumbnails} random samples per reason, with the evidence the "
+                   "stage recorded.")
+
+
+def _reason_gallery(ctx: Context, decisions: pa.Table, verdict: str, reason: str,
+                    n: int) -> str:
+    """Up to ``max_thumbnails`` samples of one reason, a seeded random pick (same every run)."""
+    mask = pc.and_(pc.equal(decisions.column("verdict"), verdict),
+                   pc.equal(decisions.column("reason"), reason))
+    chosen = decisions.filter(mask)
+    rng = np.random.default_rng(0)
+    picks = np.sort(rng.choice(len(chosen), min(ctx.max_thumbnails, len(chosen)), replace=False))
+    chosen = chosen.take(picks)
+    proofs = [json.loads(e or "{}") for e in chosen.column("evidence").to_pylist()]
+    common = _common(proofs)
+    index = ctx.data.index_of(chosen.column("uid").to_pylist())
+    matched = ctx.data.index_of([str(p.get("of", "")) for p in proofs])
+    rows = ctx.data.rows([*index, *matched])
+    cards = "".join(_card(ctx, rows.get(int(i)), {k: v for k, v in p.items() if k not in common},
+                          rows.get(int(m)))
+                    for i, m, p in zip(index, matched, proofs, strict=True))
+    label = reason if verdict == "drop" else f"{verdict}: {reason}"
+    shown = f"showing {len(chosen)}" if len(chosen) < n else "all shown"
+    return (f'<h3>{esc(label or "(no reason)")} <span class="count">{_samples(n)} · {shown}'
+            f'</span></h3>{evidence(common)}<div class="gallery">{cards}</div>')
+
+
+def _samples(n: int) -> str:
+    return f"{n:,} sample" + ("" if n == 1 else "s")
+
+
+def _common(proofs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Evidence every shown card shares (a stage's threshold): said once, above the cards."""
+    if len(proofs) < 2:
+        return {}
+    return {k: v for k, v in proofs[0].items()
+            if k != "words" and all(k in p and p[k] == v for p in proofs[1:])}
+
+
+def _card(ctx: Context, row: dict[str, Any] | None, proof: dict[str, Any],
+          match: dict[str, Any] | None = None, badge: str = "") -> str:
+    """One sample: thumbnail (beside the sample it duplicates), caption, evidence."""
+    if row is None:
+        return ""
+    pair = match is not None and match["uid"] != row["uid"]
+    images = _thumb(ctx, row) + (_thumb(ctx, match, "duplicate of") if pair else "")
+    caption = highlight(row["caption"] or "", proof.get("words") or [])
+    return (f'<figure class="card{" pair" if pair else ""}"><div class="images">{images}</div>'
+            f'<figcaption>{badge}<p class="caption">{caption or "<em>no caption</em>"}</p>'
+            + evidence({k: v for k, v in proof.items() if k != "words"})
+            + f'<span class="uid" title="{esc(row["uid"])}">{esc(row["key"])}</span>'
+            "</figcaption></figure>")
+
+
+def _thumb(ctx: Context, row: dict[str, Any], label: str = "") -> str:
+    uri = ctx.thumbs.data_uri(row)
+    tag = (f'<img src="{uri}" alt="{esc(row["key"])}">' if uri
+           else '<div class="missing">image unavailable</div>')
+    note = f'<span class="tag">{esc(label)}</span>' if label else ""
+    return f'<div class="thumb">{tag}{note}</div>'
+
+
+def _borderline(ctx: Context, spec: SignalSpec, stage: str) -> str:
+    """The samples closest to the threshold on each side: the ones a small change flips."""
+    values = ctx.data.signal(spec.stage, spec.column)
+    threshold = spec.threshold(ctx.data)
+    if values is None or threshold is None:
+        return ""
+    values = values.astype(np.float64)
+    dropped = ctx.data.dropped(stage)
+    low, high = _sides(values, threshold, spec.drops)
+    below, above = (_nearest(values, side, threshold, ctx.borderline) for side in (low, high))
+    rows = ctx.data.rows([*below, *above])
+
+    def cards(indices: np.ndarray) -> str:
+        return "".join(_card(ctx, rows.get(int(i)), {},
+                             badge=_badge(bool(dropped[i]), float(values[i]))) for i in indices)
+
+    at = "at or just above" if spec.drops == "below" else "at or just below"
+    titles = ("just below", at) if spec.drops == "below" else (at, "just above")
+    return (f"<h3>Borderline around {esc(spec.column)} = {threshold:.4g}</h3>"
+            '<p class="note">The samples closest to the threshold: moving it a little flips '
+            'these first.</p><div class="border">'
+            + "".join(f'<div><h4>{t}</h4><div class="gallery compact">{cards(i)}</div></div>'
+                      for t, i in zip(titles, (below, above), strict=True))
+            + "</div>")
+
+
+def _sides(values: np.ndarray, threshold: float, drops: str) -> tuple[np.ndarray, np.ndarray]:
+    """Masks below and above the threshold; a value equal to it is on the kept side."""
+    if drops == "below":
+        return values < threshold, values >= threshold
+    return values <= threshold, values > threshold
+
+
+def _nearest(values: np.ndarray, side: np.ndarray, threshold: float, k: int) -> np.ndarray:
+    """Indices of the ``k`` values of one side closest to the threshold, closest first."""
+    candidates = np.flatnonzero(side & np.isfinite(values))
+    distance = np.abs(values[candidates] - threshold)
+    return candidates[np.argsort(distance, kind="stable")[:k]]
+
+
+def _badge(dropped: bool, value: float) -> str:
+    badge = ('<span class="badge drop">dropped</span>' if dropped
+             else '<span class="badge keep">kept</span>')
+    return f'<div class="verdict">{badge} <span class="value">{value:.4g}</span></div>'
+
+
+# -- fairness and overlap --------------------------------------------------------------------
+def fairness(ctx: Context) -> Section | None:
+    """Retention per subgroup per stage, from a ``subgroup`` column (parts or any signal)."""
+    data = ctx.data
+    groups = data.subgroups()
+    stages = data.decision_stages
+    if groups is None or not stages:
+        return None
+    labels = np.array(["(none)" if g is None else str(g) for g in groups])
+    names, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    masks = [data.dropped(s) for s in stages] + [data.dropped_any()]
+    overall = [1 - m.mean() if m.size else 1.0 for m in masks]
+    rows = [["<strong>all samples</strong>", num_cell(count(data.n)),
+             *(num_cell(f"{r:.1%}") for r in overall)]]
+    for g in np.argsort(-sizes, kind="stable")[:MAX_SUBGROUPS]:
+        kept = [1 - np.bincount(inverse, weights=m, minlength=len(names))[g] / sizes[g]
+                for m in masks]
+        rows.append([esc(names[g]), num_cell(count(sizes[g])),
+                     *(_retention_cell(k, o) for k, o in zip(kept, overall, strict=True))])
+    return Section("fairness", "Fairness: retention per subgroup",
+                   table(["subgroup", "samples", *stages, "all stages"], rows, cls="matrix"),
+                   "Share of each subgroup kept by each stage. Red: kept at under four fifths "
+                   "of the overall rate, so that stage shrinks the subgroup's share.")
+
+
+def _retention_cell(kept: float, overall: float) -> str:
+    flagged = overall > 0 and kept < FOUR_FIFTHS * overall
+    return num_cell(f"{kept:.1%}", "background:#fde2e1;color:#9b1c1c" if flagged else "")
+
+
+def pairwise_drops(data: ReportData) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Stages that drop something, samples each pair drops together, and each one's alone."""
+    stages = [s for s in data.decision_stages if data.dropped(s).any()]
+    masks = np.stack([data.dropped(s) for s in stages]).astype(np.int64) if stages else (
+        np.zeros((0, data.n), np.int64))
+    alone = ((masks == 1) & (masks.sum(0) == 1)).sum(1)
+    return stages, masks @ masks.T, alone
+
+
+def overlap(ctx: Context) -> Section | None:
+    """How many samples each pair of decision stages both dropped."""
+    stages, both, alone = pairwise_drops(ctx.data)
+    if len(stages) < 2:
+        return None
+    top = max(int(both.max()), 1)
+    rows = [[esc(a), *(num_cell(count(both[i, j]), _heat(both[i, j] / top))
+                       for j in range(len(stages))), num_cell(count(alone[i]))]
+            for i, a in enumerate(stages)]
+    return Section("overlap", "Overlap of filters",
+                   table(["dropped by", *stages, "only this stage"], rows, cls="matrix"),
+                   "Samples dropped by both the row's and the column's stage; the diagonal is "
+                   "each stage's own total. A large overlap: one filter makes the other "
+                   "redundant.")
+
+
+def _heat(share: float) -> str:
+    return f"background:rgba(224,123,57,{0.08 + 0.5 * share:.2f})"
+
+
+# -- run facts -------------------------------------------------------------------------------
+def run_facts(ctx: Context) -> Section:
+    manifest = ctx.data.ws.manifest
+    sources = [[esc(name), esc(s["kind"]), _paths(s["paths"]),
+                compact_json({k: v for k, v in s["options"].items() if v is not None}),
+                num_cell(count(len(s.get("units", {}))))]
+               for name, s in manifest["sources"].items()]
+    models = [[esc(slug), esc(m.get("name")), num_cell(esc(m.get("dim"))),
+               num_cell(esc(m.get("visual_dim") or "–"))] for slug, m in manifest["models"].items()]
+    current = manifest["current"]
+    runs = [[esc(r["stage"]), f'<code>{esc(r["run"])}</code>'
+             + (' <span class="badge keep">current</span>' if current.get(r["stage"]) == r["run"]
+                else ""),
+             f"<code>{compact_json(r.get('config', {}))}</code>",
+             f"<code>{compact_json(r.get('summary', {}))}</code>",
+             f'<span class="nowrap">{esc(_when(r.get("started")))}</span>',
+             num_cell(_duration(r))]
+            for r in manifest["runs"]]
+    body = facts([("workspace", esc(ctx.data.ws.root)),
+                  ("created (UTC)", esc(_when(manifest["created"]))),
+                  ("parts", count(len(manifest["parts"])))])
+    body += "<h3>Sources</h3>" + table(["name", "kind", "paths", "options", "units"], sources,
+                                       numeric=[4])
+    if models:
+        body += "<h3>Models</h3>" + table(["name", "model", "dim", "visual dim"], models,
+                                          numeric=[2, 3])
+    if runs:
+        body += "<h3>Stage runs</h3>" + table(
+            ["stage", "run id", "config", "summary", "started (UTC)", "duration"], runs,
+            numeric=[5])
+    return Section("run", "Run facts", body,
+                   "Where the samples came from and how every stage was configured; a run's "
+                   "id is the hash of its config.")
+
+
+def _paths(paths: list[str]) -> str:
+    shown = "<br>".join(f"<code>{esc(p)}</code>" for p in paths[:3])
+    return shown + (f"<br>… {len(paths) - 3:,} more" if len(paths) > 3 else "")
+
+
+def _when(iso: str | None) -> str:
+    return dt.datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S") if iso else ""
+
+
+def _duration(run: dict[str, Any]) -> str:
+    if not run.get("started") or not run.get("finished"):
+        return "unfinished"
+    seconds = (dt.datetime.fromisoformat(run["finished"])
+               - dt.datetime.fromisoformat(run["started"])).total_seconds()
+    return f"{seconds:,.0f} s"
+
+
+def builders(data: ReportData) -> list[Builder]:
+    """Every section in page order; each returns None when the workspace lacks its data."""
+    return [
+        funnel,
+        *(partial(distribution, spec) for spec in SIGNALS),
+        cluster_sizes,
+        *(partial(gallery, stage) for stage in data.decision_stages),
+        fairness,
+        overlap,
+        run_facts,
+    ]

@@ -1,0 +1,185 @@
+"""k-means partition for semantic dedup (SPEC §1.2 steps 1-3, DESIGN §6).
+
+Pairwise dedup only compares items inside one cluster, so the partition decides both the cost
+(Σ n_c² d) and which duplicates can be found at all. faiss trains on a seeded random sample
+(the full data need never be in RAM); assignment streams over the rows in chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+import torch
+
+Device = str | torch.device
+
+DEFAULT_TARGET_CLUSTER_SIZE = 1000
+"""Mean items per cluster when k is not given. SemDeDup used 50,000 clusters for 440M items
+(~8.8k each); smaller clusters are cheaper (cost ∝ N × mean size) but miss more duplicates
+that fall on different sides of a boundary."""
+
+POINTS_PER_CENTROID = 256  # faiss's own default subsample per centroid
+MAX_TRAIN_SIZE = 1_000_000  # caps the training sample (2 GB at d=512 float32)
+
+
+def float_tensor(X: np.ndarray | torch.Tensor, device: Device = "cpu") -> torch.Tensor:
+    """float32 tensor on `device`, copying numpy input only when needed (dtype, read-only)."""
+    if isinstance(X, torch.Tensor):
+        return X.to(device=device, dtype=torch.float32)
+    a = np.asarray(X, dtype=np.float32)
+    if not a.flags.writeable:  # e.g. a read-only memmap: torch cannot wrap it safely
+        a = a.copy()
+    return torch.from_numpy(a).to(device)
+
+
+def unit_rows(X: np.ndarray | torch.Tensor, device: Device = "cpu") -> torch.Tensor:
+    """Rows as L2-normalised float32 on `device`.
+
+    The stored vectors may be float16 or not quite unit length; cosine math needs unit rows,
+    and a zero or non-finite row has no direction, so it is an error rather than a silent NaN
+    (SPEC §1.2 step 1).
+    """
+    t = float_tensor(X, device)
+    if t.ndim != 2:
+        raise ValueError(f"expected a 2-D array of embeddings, got shape {tuple(t.shape)}")
+    norms = torch.linalg.vector_norm(t, dim=1, keepdim=True)
+    bad = ~torch.isfinite(norms[:, 0]) | (norms[:, 0] == 0)
+    if bool(bad.any()):
+        row = int(torch.nonzero(bad)[0, 0])
+        raise ValueError(f"embedding row {row} has zero or non-finite norm")
+    return t / norms
+
+
+def choose_k(n: int, target_mean_cluster_size: int = DEFAULT_TARGET_CLUSTER_SIZE) -> int:
+    """Number of clusters giving about `target_mean_cluster_size` items each (1 ≤ k ≤ n)."""
+    if n < 1 or target_mean_cluster_size < 1:
+        raise ValueError("n and target_mean_cluster_size must be positive")
+    return int(min(n, max(1, round(n / target_mean_cluster_size))))
+
+
+def default_train_size(n: int, k: int) -> int:
+    """faiss's 256 points per centroid, at least 20k when available, capped for memory."""
+    return int(min(n, max(POINTS_PER_CENTROID * k, 20_000), max(MAX_TRAIN_SIZE, k)))
+
+
+@dataclass(frozen=True)
+class KMeansModel:
+    """Frozen centroids (+ optional PCA) that assign new rows; plain arrays, easy to persist."""
+
+    centroids: np.ndarray  # (k, d') float32, in the clustering space (after PCA)
+    spherical: bool = True
+    pca_matrix: np.ndarray | None = None  # (d', d): y = A x + b
+    pca_bias: np.ndarray | None = None  # (d',)
+
+    @property
+    def k(self) -> int:
+        return int(self.centroids.shape[0])
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Arrays for `np.savez`; `from_arrays` inverts it."""
+        out = {"centroids": self.centroids, "spherical": np.array(self.spherical)}
+        if self.pca_matrix is not None:
+            out |= {"pca_matrix": self.pca_matrix, "pca_bias": self.pca_bias}
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> KMeansModel:
+        pca = "pca_matrix" in arrays
+        return cls(
+            centroids=np.asarray(arrays["centroids"], dtype=np.float32),
+            spherical=bool(arrays["spherical"]),
+            pca_matrix=np.asarray(arrays["pca_matrix"], dtype=np.float32) if pca else None,
+            pca_bias=np.asarray(arrays["pca_bias"], dtype=np.float32) if pca else None,
+        )
+
+    def project(self, X: np.ndarray | torch.Tensor, device: Device = "cpu") -> torch.Tensor:
+        """Rows mapped into the clustering space: normalise, PCA, re-normalise if spherical."""
+        t = unit_rows(X, device)
+        if self.pca_matrix is None:
+            return t
+        A = torch.as_tensor(self.pca_matrix, device=device)
+        t = t @ A.T + torch.as_tensor(self.pca_bias, device=device)
+        return unit_rows(t) if self.spherical else t
+
+    def assign(
+        self,
+        X: np.ndarray,
+        chunk_size: int = 65_536,
+        device: Device = "cpu",
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest centroid (int32) and cosine distance `1 − cos` to it (float32), per row.
+
+        Spherical: nearest = max inner product (faiss IndexFlatIP). L2: nearest = min squared
+        L2 to the raw centroid. The distance is always to the *normalised* centroid, as SemDeDup
+        and NeMo rank by it (SPEC §1.2 step 3, §2.1); with PCA it is measured in the PCA space.
+        Rows are streamed in chunks, so `X` may be a float16 memmap larger than RAM.
+        """
+        n = len(X)
+        C = torch.as_tensor(self.centroids, device=device)
+        Cn = C / torch.linalg.vector_norm(C, dim=1, keepdim=True).clamp_min(1e-30)
+        sq = (C * C).sum(1)
+        labels = np.empty(n, dtype=np.int32)
+        dist = np.empty(n, dtype=np.float32)
+        for s in range(0, n, chunk_size):
+            e = min(s + chunk_size, n)
+            x = self.project(X[s:e], device)
+            scores = x @ C.T if self.spherical else 2 * (x @ C.T) - sq
+            lab = scores.argmax(1)
+            labels[s:e] = lab.cpu().numpy()
+            cos = (x * Cn[lab]).sum(1) / torch.linalg.vector_norm(x, dim=1)
+            dist[s:e] = (1 - cos).cpu().numpy()
+            if progress is not None:
+                progress(e, n)
+        return labels, dist
+
+
+def fit_kmeans(
+    X: np.ndarray,
+    k: int | None = None,
+    *,
+    spherical: bool = True,
+    niter: int = 100,
+    seed: int = 1234,
+    pca_dim: int | None = None,
+    train_size: int | None = None,
+    verbose: bool = False,
+) -> KMeansModel:
+    """Train faiss k-means on a seeded random sample of L2-normalised rows.
+
+    Defaults follow SemDeDup's config (spherical, niter=100, seed=1234; SPEC §1.2 step 2);
+    k defaults to `choose_k(n)`. `pca_dim` first fits a faiss PCAMatrix on the same sample,
+    which makes training and assignment cheaper for wide embeddings.
+    """
+    n = len(X)
+    k = choose_k(n) if k is None else k
+    m = default_train_size(n, k) if train_size is None else min(train_size, n)
+    if not 1 <= k <= m:
+        raise ValueError(f"need 1 <= k <= training rows, got k={k}, rows={m}")
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False))
+    sample = unit_rows(X[rows]).numpy()
+    pca_matrix = pca_bias = None
+    if pca_dim is not None:
+        pca = faiss.PCAMatrix(sample.shape[1], pca_dim)
+        pca.train(sample)
+        pca_matrix = faiss.vector_to_array(pca.A).reshape(pca_dim, -1).astype(np.float32)
+        pca_bias = faiss.vector_to_array(pca.b).astype(np.float32)
+    model = KMeansModel(np.zeros((0, 0), np.float32), spherical, pca_matrix, pca_bias)
+    sample = model.project(sample).numpy()
+    km = faiss.Kmeans(
+        sample.shape[1], k, niter=niter, seed=seed, spherical=spherical, verbose=verbose,
+        min_points_per_centroid=1, max_points_per_centroid=max(POINTS_PER_CENTROID, -(-m // k)),
+        gpu=faiss.get_num_gpus() > 0,
+    )
+    km.train(sample)
+    return KMeansModel(km.centroids.astype(np.float32), spherical, pca_matrix, pca_bias)
+
+
+def cluster_members(labels: np.ndarray) -> dict[int, np.ndarray]:
+    """Row indices per cluster id (ascending rows), to feed per-cluster dedup."""
+    order = np.argsort(labels, kind="stable")
+    ids, starts = np.unique(labels[order], return_index=True)
+    return {int(c): rows for c, rows in zip(ids, np.split(order, starts[1:]), strict=True)}

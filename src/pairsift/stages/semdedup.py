@@ -1,0 +1,289 @@
+"""SemDeDup inside one cluster: rank, score against earlier-ranked members, apply a rule.
+
+SPEC §1 (Meta's code) and §2 (NeMo Curator). The score `M[j]` = max cosine of item j to any
+earlier-ranked member (floored at 0) does not depend on ε, so it is computed once and every ε
+is a cheap comparison afterwards (§1.4). No n×n matrix is built: column blocks of B items need
+only the rows ranked before them, `X[:e] @ X[s:e].T` (≤ n×B): for n ≫ B about half the FLOPs
+of NeMo's `X @ X[s:e].T`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from pairsift.stages.cluster import Device, float_tensor, unit_rows
+
+Order = Literal["hard", "easy", "random"]
+TieBreak = Literal["id", "stable"]
+Rule = Literal["semdedup_code", "greedy_kept", "components"]
+RULES = ("semdedup_code", "greedy_kept", "components")
+DEFAULT_BLOCK = 1024
+MIN_BLOCK = 128  # narrower products waste more in call overhead than they save in flops
+
+
+def threshold(eps: float) -> np.float32:
+    """Similarity threshold `1 − ε` in float32, the precision the scores are compared in."""
+    if not 0.0 < float(eps) < 1.0:
+        raise ValueError(f"eps must satisfy 0 < eps < 1, got {eps}")
+    return np.float32(1.0 - float(eps))
+
+
+def _over(values: np.ndarray | torch.Tensor, t: np.float32, strict: bool):
+    """`values > t` (Meta, default) or `values >= t` (NeMo), SPEC §2.3."""
+    return values > float(t) if strict else values >= float(t)
+
+
+def rank_cluster(
+    dist: np.ndarray | None,
+    ids: np.ndarray,
+    order: Order = "hard",
+    *,
+    seed: int = 1234,
+    key: np.ndarray | None = None,
+    tie_break: TieBreak = "id",
+) -> np.ndarray:
+    """Permutation (int64) listing the cluster's rows from first- to last-ranked.
+
+    Earlier-ranked items are the ones kept. `hard` puts the farthest from the centroid first
+    (SemDeDup's default `keep_hard=True`), `easy` the closest, `random` a seeded shuffle.
+    `key` replaces `dist` as the sort column, so `hard` then means "largest key first"
+    (e.g. `key=clip_score` keeps the best-aligned pair).
+
+    Ties: `tie_break="id"` (default) sorts by (value, id) both in the order's direction, as
+    NeMo does (§2.3); the result then does not depend on the order rows arrive in, which
+    differs between engines. `"stable"` is Meta's behaviour: ties keep input order for `hard`
+    and are reversed for `easy` (§1.2 steps 3-4).
+    """
+    ids = np.asarray(ids)
+    n = len(ids)
+    if order == "random":
+        return np.random.default_rng(seed).permutation(n).astype(np.int64)
+    if order not in ("hard", "easy"):
+        raise ValueError(f"order must be hard, easy or random, got {order!r}")
+    value = np.asarray(key if key is not None else dist, dtype=np.float64)
+    if value.shape != (n,) or np.isnan(value).any():
+        raise ValueError("need one ranking value per id, none NaN (±inf ranks last/first)")
+    if tie_break == "id":
+        up = np.lexsort((ids, value))
+    elif tie_break == "stable":
+        up = np.argsort(-value, kind="stable")[::-1]
+    else:
+        raise ValueError(f"tie_break must be 'id' or 'stable', got {tie_break!r}")
+    return (up[::-1] if order == "hard" else up).astype(np.int64)
+
+
+def effective_block(n: int, block: int = DEFAULT_BLOCK) -> int:
+    """Column block actually used for n rows: at most `block` (the memory cap), but about n/8
+    (≥ 128) for small clusters so they also skip most of the lower triangle: k blocks cost
+    (k+1)/2k of the full product's flops."""
+    if block < 1:
+        raise ValueError("block must be >= 1")
+    return min(block, max(MIN_BLOCK, -(-n // 8)))
+
+
+def max_similarity(
+    X: np.ndarray | torch.Tensor, block: int = DEFAULT_BLOCK, device: Device = "cpu"
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each ranked row j: the max cosine to an earlier row and that row's index.
+
+    Equals the column max/argmax of `triu(X Xᵀ, 1)` (SPEC §1.2 step 5, §A.1): the zero-filled
+    triangle floors the score at 0, and when no earlier row has a positive similarity the
+    argmax is j itself (row 0 → (0.0, 0)), like NeMo's `max_id = id` for singletons (§2.4).
+    Rows must be L2-normalised and in ranked order. fp32 throughout; peak extra memory is one
+    n×B float32 block (B = `effective_block(n, block)`).
+    """
+    x = float_tensor(X, device)
+    n = x.shape[0]
+    block = effective_block(n, block)
+    max_sim = torch.zeros(n, dtype=torch.float32, device=device)
+    max_idx = torch.zeros(n, dtype=torch.int64, device=device)
+    for s in range(0, n, block):
+        e = min(s + block, n)
+        P = x[:e] @ x[s:e].T  # rows after the block can never be earlier-ranked
+        P[s:e].triu_(1)  # row s+r is earlier than column s+c only when r < c
+        max_sim[s:e], max_idx[s:e] = P.max(dim=0)
+    return max_sim.cpu().numpy(), max_idx.cpu().numpy()
+
+
+def _candidate_blocks(
+    x: torch.Tensor, cols: np.ndarray, t: np.float32, strict: bool, block: int
+) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """Boolean blocks A[i, q] = (i ranked before cols[q]) and sim(i, cols[q]) over threshold."""
+    for k in range(0, len(cols), block):
+        c = cols[k : k + block]
+        e = int(c[-1]) + 1
+        ct = torch.as_tensor(c, device=x.device)
+        A = _over(x[:e] @ x[ct].T, t, strict)
+        A &= torch.arange(e, device=x.device)[:, None] < ct[None, :]
+        yield c, A
+
+
+def _greedy_kept(
+    x: torch.Tensor, cols: np.ndarray, t: np.float32, strict: bool, block: int
+) -> np.ndarray:
+    """Drop j only if it is similar to an earlier item that was itself kept (SPEC §1.3)."""
+    kept = np.ones(x.shape[0], dtype=bool)
+    for c, A in _candidate_blocks(x, cols, t, strict, block):
+        known = torch.as_tensor(kept[: A.shape[0]], device=x.device).clone()
+        known[torch.as_tensor(c, device=x.device)] = False  # this block's items: undecided
+        hit = (A & known[:, None]).any(0).cpu().numpy()
+        inner = A[torch.as_tensor(c, device=x.device)].cpu().numpy()  # candidate × candidate
+        for q in range(len(c)):
+            if hit[q] or (inner[:q, q] & kept[c[:q]]).any():
+                kept[c[q]] = False
+    return ~kept
+
+
+def _compress(parent: np.ndarray) -> None:
+    """Point every node straight at its root (pointer jumping, in place)."""
+    while True:
+        grand = parent[parent]
+        if np.array_equal(grand, parent):
+            return
+        parent[:] = grand
+
+
+def _union(parent: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """Merge the sets of each pair (a, b); the root is always the smallest (earliest) index."""
+    while a.size:
+        _compress(parent)
+        ra, rb = parent[a], parent[b]
+        diff = ra != rb
+        a, b, ra, rb = a[diff], b[diff], ra[diff], rb[diff]
+        np.minimum.at(parent, np.maximum(ra, rb), np.minimum(ra, rb))
+
+
+def _components(
+    x: torch.Tensor, cols: np.ndarray, t: np.float32, strict: bool, block: int
+) -> np.ndarray:
+    """Keep only the earliest-ranked member of each connected component (SPEC §1.3)."""
+    parent = np.arange(x.shape[0])
+    for c, A in _candidate_blocks(x, cols, t, strict, block):
+        e = A.shape[0]
+        _compress(parent[:e])
+        roots, inv = np.unique(parent[:e], return_inverse=True)
+        # one edge per (component, column) instead of one per (row, column): dense clusters
+        # otherwise produce ~n×B edges per block
+        by_root = torch.zeros((len(roots), len(c)), dtype=torch.float32, device=x.device)
+        by_root.index_add_(0, torch.as_tensor(inv, device=x.device), A.to(torch.float32))
+        r, q = (v.cpu().numpy() for v in torch.nonzero(by_root, as_tuple=True))
+        _union(parent[:e], roots[r], c[q])
+    _compress(parent)
+    return parent != np.arange(len(parent))
+
+
+def remove_mask(
+    max_sim: np.ndarray,
+    eps: float,
+    *,
+    rule: Rule = "semdedup_code",
+    strict: bool = True,
+    X: np.ndarray | torch.Tensor | None = None,
+    block: int = DEFAULT_BLOCK,
+    device: Device = "cpu",
+) -> np.ndarray:
+    """Which ranked items to drop at this ε.
+
+    `semdedup_code` (default, reproduces the papers' numbers): drop j iff M[j] > 1−ε, whether
+    or not the similar earlier item was itself dropped (SPEC §1.2 step 6); `strict=False` gives
+    NeMo's `>=`. `greedy_kept`: drop j iff similar to an earlier item that was kept.
+    `components`: keep the earliest member of each connected component of the thresholded
+    graph. The last two need the ranked unit rows `X` and one blocked pass over the columns
+    with M[j] over threshold (only those can have an earlier neighbour).
+    """
+    t = threshold(eps)
+    cand = np.asarray(_over(np.asarray(max_sim), t, strict))
+    if rule == "semdedup_code":
+        return cand
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    if X is None or len(X) != len(cand):
+        raise ValueError(f"rule {rule!r} needs the ranked embeddings X, one row per score")
+    x = float_tensor(X, device)
+    rule_fn = _greedy_kept if rule == "greedy_kept" else _components
+    return rule_fn(x, np.flatnonzero(cand), t, strict, block)
+
+
+def eps_sweep(max_sim: np.ndarray, eps_values, *, strict: bool = True) -> np.ndarray:
+    """Kept fraction for each ε under `semdedup_code` (SPEC §1.4), from the scores alone.
+
+    Pass the scores of every item in the collection (singletons have M = 0).
+    """
+    m = np.sort(np.asarray(max_sim, dtype=np.float32))
+    ts = np.array([threshold(e) for e in np.atleast_1d(eps_values)], dtype=np.float32)
+    kept = np.searchsorted(m, ts, side="right" if strict else "left")
+    return kept / max(len(m), 1)
+
+
+def eps_for_keep_fraction(
+    max_sim: np.ndarray, keep_fraction: float, *, strict: bool = True
+) -> tuple[float, float]:
+    """ε that keeps at least `keep_fraction` of the items, and the fraction it really keeps.
+
+    The threshold is the ⌈qN⌉-th smallest score (SPEC §1.4); ties at it keep more than asked.
+    The threshold is clamped into [2⁻²⁰, 1 − 2⁻²⁴] so ε stays in (0, 1): exact duplicates
+    (M = 1) are then always dropped, and the achieved fraction says so.
+    """
+    m = np.sort(np.asarray(max_sim, dtype=np.float32))
+    if not 0.0 < keep_fraction <= 1.0 or len(m) == 0:
+        raise ValueError("need 0 < keep_fraction <= 1 and at least one score")
+    t = m[max(int(np.ceil(keep_fraction * len(m))) - 1, 0)]
+    if not strict:  # kept = M < t: step to the next float so items equal to t stay
+        t = np.nextafter(t, np.float32(np.inf))
+    t = np.clip(t, np.float32(2.0**-20), np.float32(1 - 2.0**-24))
+    eps = 1.0 - float(t)
+    return eps, float(eps_sweep(m, [eps], strict=strict)[0])
+
+
+@dataclass(frozen=True)
+class SemDedupResult:
+    """Per-cluster scores, aligned with the caller's rows (not the ranking)."""
+
+    order: np.ndarray  # int64: ranked position -> caller row
+    max_sim: np.ndarray  # float32: max cosine to an earlier-ranked member (0 if none)
+    max_id: np.ndarray  # that member's id; the row's own id when none is similar
+    remove: np.ndarray | None  # bool, only when eps was given
+
+
+def semdedup_cluster(
+    X: np.ndarray,
+    dist: np.ndarray | None,
+    ids: np.ndarray,
+    eps: float | None = None,
+    *,
+    order: Order = "hard",
+    tie_break: TieBreak = "id",
+    seed: int = 1234,
+    key: np.ndarray | None = None,
+    rule: Rule = "semdedup_code",
+    strict: bool = True,
+    block: int = DEFAULT_BLOCK,
+    device: Device = "cpu",
+) -> SemDedupResult:
+    """Rank one cluster, score it, and (if `eps` is given) decide removals.
+
+    `X` may be float16 and un-normalised; `dist` is the distance to the centroid used for
+    ranking (see `rank_cluster`); `ids` must be unique within the cluster (SemDeDup asserts
+    the same), since they name the kept duplicate in `max_id`.
+    """
+    ids = np.asarray(ids)
+    if len(X) != len(ids) or len(np.unique(ids)) != len(ids):
+        raise ValueError("need one unique id per embedding row")
+    perm = rank_cluster(dist, ids, order, seed=seed, key=key, tie_break=tie_break)
+    x = unit_rows(np.asarray(X)[perm], device)
+    ms, mi = max_similarity(x, block, device)
+    max_sim = np.empty_like(ms)
+    max_sim[perm] = ms
+    max_id = np.empty_like(ids)
+    max_id[perm] = ids[perm[mi]]
+    remove = None
+    if eps is not None:
+        removed = remove_mask(ms, eps, rule=rule, strict=strict, X=x, block=block, device=device)
+        remove = np.empty(len(ids), dtype=bool)
+        remove[perm] = removed
+    return SemDedupResult(order=perm, max_sim=max_sim, max_id=max_id, remove=remove)
