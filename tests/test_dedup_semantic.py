@@ -8,10 +8,11 @@ import shutil
 from collections import Counter
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pairsift import Workspace, cluster, dedup_semantic, embed, ingest
+from pairsift import Workspace, cluster, dedup_fair, dedup_semantic, embed, ingest
 from pairsift.synth import SynthConfig, make_corpus
 
 # 15 distinct photos, each with byte copies and near-duplicates (JPEG q30, resize, crops,
@@ -111,3 +112,40 @@ def test_cluster_sizes_add_up(ws_copy):
     summary = cluster(ws_dir, target_size=50, progress=False)
     assert summary.k == round(len(truth) / 50)
     assert int(np.sum(summary.sizes)) == len(truth)
+
+
+def _labels(truth: dict[str, dict], path, minority: set[str]) -> None:
+    rows = [{"key": k, "subgroup": "B" if t["transform"] in minority else "A"}
+            for k, t in truth.items()]
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+def test_fairdedup_same_prune_rate_more_minority_kept(ws_copy, tmp_path):
+    """SPEC §3.2 with an attribute column: the same neighbourhoods (so the same prune rate as
+    SemDeDup's first-ranked choice), but the survivor is the least-represented subgroup's."""
+    ws_dir, truth = ws_copy
+    cluster(ws_dir, k=3, progress=False)
+    _labels(truth, tmp_path / "labels.parquet", {"hflip", "brighten_30"})
+    s = dedup_fair(ws_dir, labels=tmp_path / "labels.parquet", progress=False)
+    by_group = {r.group: r for r in s.retention}
+    assert sum(r.samples for r in s.retention) == len(truth)
+    assert sum(r.kept_fairdedup for r in s.retention) == s.kept
+    assert sum(r.kept_semdedup for r in s.retention) == s.kept  # same prune rate
+    assert by_group["B"].kept_fairdedup > by_group["B"].kept_semdedup
+    ws = Workspace.open(ws_dir)
+    signal = ws.signals("fairdedup")
+    assert set(signal.column("subgroup").to_pylist()) == {"A", "B"}  # report's fairness table
+    drop = next(d for d in ws.decisions().to_pylist()
+                if d["stage"] == "fairdedup" and d["verdict"] == "drop")
+    evidence = json.loads(drop["evidence"])
+    assert evidence["of"] != drop["uid"] and evidence["subgroup"] in ("A", "B")
+
+
+def test_fairdedup_text_prototypes_run(ws_copy):
+    ws_dir, truth = ws_copy
+    cluster(ws_dir, k=2, progress=False)
+    s = dedup_fair(ws_dir, groups=["cat", "person"], progress=False)
+    assert [r.group for r in s.retention] == ["cat", "person"]
+    assert s.kept + s.dropped == len(truth)
+    with pytest.raises(ValueError, match="--groups"):
+        dedup_fair(ws_dir, progress=False)

@@ -10,11 +10,12 @@ from .pipeline.demo import demo
 from .pipeline.embed import embed
 from .pipeline.explain import explain
 from .pipeline.export import export
+from .pipeline.fairdedup import dedup_fair
 from .pipeline.hashdedup import dedup_exact, dedup_perceptual
 from .pipeline.ingest import ingest
 from .pipeline.report import report
 from .pipeline.score import filter_clip_score, score
 from .pipeline.semantic import cluster, dedup_semantic
 
-__all__ = ["cluster", "dedup_exact", "dedup_perceptual", "dedup_semantic", "demo", "embed",
-           "explain", "export", "filter_clip_score", "ingest", "report", "score"]
+__all__ = ["cluster", "dedup_exact", "dedup_fair", "dedup_perceptual", "dedup_semantic", "demo",
+           "embed", "explain", "export", "filter_clip_score", "ingest", "report", "score"]

@@ -202,6 +202,36 @@ def dedup_semantic(
     console.print(f"semdedup at eps={s.eps:.4g}: kept {s.kept:,}, dropped {s.dropped:,}")
 
 
+@dedup_app.command("fair")
+@friendly_errors
+def dedup_fair(
+    workspace: Workspace,
+    groups: Annotated[str | None, typer.Option(help="Comma-separated subgroup names for "
+                                                    "prompt prototypes, e.g. 'man,woman'.")] = None,
+    labels: Annotated[Path | None, typer.Option(help="Table with a uid or key column and a "
+                                                     "label column.")] = None,
+    label_column: Annotated[str, typer.Option(help="Label column of --labels.")] = "subgroup",
+    eps: Annotated[float | None, typer.Option(help="Duplicate if cosine > 1 - eps "
+                                                   "(default: the model's).")] = None,
+    dynamic: Annotated[bool, typer.Option(help="Measure representation over kept items.")] = False,
+    relevance_gate: Annotated[float | None, typer.Option(help="Fall back to SemDeDup's choice "
+                                                              "below this prototype "
+                                                              "similarity.")] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    quiet: Quiet = False,
+) -> None:
+    """FairDeDup: SemDeDup's duplicates, keeping the least-represented subgroup's member."""
+    s = api.dedup_fair(workspace, groups=groups.split(",") if groups else None, labels=labels,
+                       label_column=label_column, eps=eps, dynamic=dynamic,
+                       relevance_gate=relevance_gate, device=device, progress=not quiet)
+    table = Table("subgroup", "samples", "kept by SemDeDup", "kept by FairDeDup",
+                  title=f"retention at the same prune rate (eps={s.eps:g})")
+    for r in s.retention:
+        table.add_row(r.group, f"{r.samples:,}", f"{r.kept_semdedup:,}", f"{r.kept_fairdedup:,}")
+    console.print(table)
+    console.print(f"fairdedup: kept {s.kept:,}, dropped {s.dropped:,}")
+
+
 @app.command()
 @friendly_errors
 def explain(

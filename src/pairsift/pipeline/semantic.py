@@ -106,7 +106,7 @@ def _kmeans(ws: Workspace, config: dict, rows, device: str) -> KMeansModel:
     return model
 
 
-def _cluster_table(ws: Workspace) -> tuple[list[str], np.ndarray, np.ndarray]:
+def cluster_table(ws: Workspace) -> tuple[list[str], np.ndarray, np.ndarray]:
     if ws.current_run(CLUSTER) is None:
         raise WorkspaceError(f"{ws.root}: no clusters yet; run `pairsift cluster` first")
     uids = [u for _, t in ws.iter_parts(["uid"]) for u in t.column("uid").to_pylist()]
@@ -179,7 +179,7 @@ def dedup_semantic(
     if eps is not None and keep_fraction is not None:
         raise ValueError("give eps or keep_fraction, not both")
     ws = Workspace.open(workspace)
-    uids, labels, dist = _cluster_table(ws)
+    uids, labels, dist = cluster_table(ws)
     model = current_model(ws)
     if eps is None and keep_fraction is None:
         eps = default_dedup_eps(model)
