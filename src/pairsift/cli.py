@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -124,7 +125,7 @@ def filter_clip_score(
 
 
 def _print_dedup(s) -> None:
-    console.print(f"{s.stage}: dropped {s.dropped:,} of {s.samples:,} samples")
+    console.print(f"{s.stage}: kept {s.kept:,}, dropped {s.dropped:,}")
 
 
 @dedup_app.command("exact")
@@ -271,6 +272,119 @@ def export(
     s = api.export(workspace, out, format=format, shard_size=shard_size)
     console.print(f"exported {s.exported:,} samples ({s.dropped:,} dropped) as {s.format} "
                   f"→ {s.out}")
+
+
+parrot_app = typer.Typer(no_args_is_help=True,
+                         help="Parrot captions: text in images that the caption repeats.")
+app.add_typer(parrot_app, name="parrot")
+
+
+@parrot_app.command("spot")
+@friendly_errors
+def parrot_spot(
+    workspace: Workspace,
+    spotter: Annotated[str, typer.Option(help="rapidocr | tesseract")] = "rapidocr",
+    has_text_pass: Annotated[bool, typer.Option(
+        help="Run the text detector alone first; recognise only where it finds text.")] = True,
+    mode: Annotated[str, typer.Option(help="CoTR: caption (|C∩E|/|C|) | iou "
+                                           "(|C∩E|/|C∪E|).")] = "caption",
+    fuzzy: Annotated[float, typer.Option(help="Max normalised edit distance of a match "
+                                              "(0: exact).")] = 0.0,
+    stopwords: Annotated[bool, typer.Option(
+        help="Never match function words (a, on, the, ...).")] = True,
+    threads: Annotated[int | None, typer.Option(help="Worker threads.")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Spot text in every image: words, boxes, co-embedded words, CoTR, text area."""
+    s = api.parrot_spot(workspace, spotter=spotter, has_text_pass=has_text_pass, mode=mode,
+                        fuzzy=fuzzy, stopwords=stopwords, threads=threads, progress=not quiet)
+    console.print(_counts_table(f"parrot spot ({s.parts_done} parts computed)", [
+        ("samples", s.samples), ("with spotted text", s.with_text),
+        ("parrot captions (CoTR > 0)", s.parrot),
+        ("skipped by the has-text pass", s.skipped_by_probe)]))
+
+
+@parrot_app.command("relative")
+@friendly_errors
+def parrot_relative(
+    workspace: Workspace,
+    model: Annotated[str | None, typer.Option(help="Encoder (default: the embedded one, "
+                                                   "else 'default').")] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+    inpainter: Annotated[str, typer.Option(help="telea | ns (OpenCV).")] = "telea",
+    radius: Annotated[float, typer.Option(help="Inpainting radius in pixels.")] = 3.0,
+    seed: Annotated[int, typer.Option(help="Seed of the random-box baseline.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass (x4 variants).")] = 16,
+    threads: Annotated[int | None, typer.Option(help="Decode/inpaint threads.")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Re-score images with text removed: RSA (all words), RSC (co-embedded), random boxes."""
+    s = api.parrot_relative(workspace, model=model, device=device, inpainter=inpainter,
+                            radius=radius, seed=seed, batch_size=batch_size, threads=threads,
+                            progress=not quiet)
+    console.print(f"{s.scored:,} images with text re-scored: mean RSA {s.mean_rsa:.3f}, "
+                  f"RSC {s.mean_rsc:.3f}, random boxes {s.mean_rs_rand:.3f}")
+
+
+@parrot_app.command("filter")
+@friendly_errors
+def parrot_filter(
+    rule: Annotated[str, typer.Argument(help="parrot | text-dominated | simple-fix")],
+    workspace: Workspace,
+    threshold: Annotated[float | None, typer.Option(help="parrot: drop CoTR > T (0); "
+                                                         "text-dominated: drop text area > T "
+                                                         "(0.5); simple-fix: keep CLIP score "
+                                                         "> T (0.3) with no text.")] = None,
+) -> None:
+    """Keep/drop on spotted text: parrot captions, text-dominated images, the paper's fix."""
+    rules = {"parrot": (api.filter_parrot, "cotr_threshold"),
+             "text-dominated": (api.filter_text_dominated, "max_text_area"),
+             "simple-fix": (api.filter_simple_fix, "clip_threshold")}
+    if rule not in rules:
+        raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(rules)}")
+    fn, option = rules[rule]
+    s = fn(workspace, **({} if threshold is None else {option: threshold}))
+    console.print(f"{s.stage}: kept {s.kept:,}, dropped {s.dropped:,}")
+
+
+def _share(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x:.1%}"
+
+
+@parrot_app.command("rates")
+@friendly_errors
+def parrot_rates(
+    workspace: Workspace,
+    by: Annotated[str, typer.Option(help="source | cluster")] = "source",
+) -> None:
+    """Share of images with text, of parrot captions, and mean CoTR per source or cluster."""
+    table = Table(title=f"parrot captions by {by}")
+    for column in ("group", "samples", "with text", "parrot", "parrot of text", "mean CoTR"):
+        table.add_column(column)
+    for r in api.parrot_rates(workspace, by=by):
+        table.add_row(str(r["group"]), f"{r['samples']:,}", _share(r["text_rate"]),
+                      _share(r["parrot_rate"]), _share(r["parrot_of_text"]),
+                      "-" if math.isnan(r["mean_cotr"]) else f"{r['mean_cotr']:.3f}")
+    console.print(table)
+
+
+@parrot_app.command("audit")
+@friendly_errors
+def parrot_audit(
+    model: Annotated[str, typer.Option(help="'default' or 'open_clip:ARCH/PRETRAINED'.")] = (
+        "default"),
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+    out: Annotated[Path, typer.Option(help="Folder for parrot_audit.json and .png.")] = Path(
+        "parrot-audit"),
+    words: Annotated[Path | None, typer.Option(help="Words to render, one per line "
+                                                    "(default: 60 common caption words).")] = None,
+) -> None:
+    """How much an encoder rewards reading text: the synthetic Sync. Score benchmark."""
+    word_list = words.read_text().split() if words else None
+    r = api.parrot_audit(model=model, device=device, out=out, words=word_list)
+    console.print(f"{r.model}: Sync. Score {r.sync_score:.3f} (other words {r.baseline:.3f}, "
+                  f"gap {r.sync_score - r.baseline:+.3f}) over {len(r.words)} words x 4 styles "
+                  f"→ {out}")
 
 
 @app.command()

@@ -8,7 +8,6 @@ retention with SemDeDup's choice on the same neighbourhoods, i.e. at the same pr
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,8 @@ from ..models import default_dedup_eps, load_encoder, model_slug
 from ..stages.cluster import cluster_members
 from ..stages.fairdedup import DEFAULT_TEMPLATES, fairdedup_cluster, text_prototypes
 from ..stages.semdedup import DEFAULT_BLOCK, rank_cluster
-from ..workspace import DECISION_SCHEMA, Workspace, config_hash, write_table
+from ..workspace import Workspace, write_table
+from .decisions import decision_table
 from .score import current_model
 from .semantic import CLUSTER, cluster_table
 
@@ -149,14 +149,10 @@ def _write(ws: Workspace, run: str, uids: list[str], names: list[str], subgroup:
             "neighbourhood": [uids[s] for s in seed_row[sl]],
             "kept_for_group": pa.array([name_of(g) for g in because[sl]], pa.string())}))
         start = sl.stop
-    chash = config_hash(config)
-    decisions = [{"uid": uid, "stage": FAIRDEDUP, "verdict": "drop" if remove[i] else "keep",
-                  "reason": "semantic_duplicate_of" if remove[i] else "",
-                  "evidence": json.dumps({"of": uids[kept_of[i]], "eps": eps,
-                                          "kept_for_group": name_of(because[i]),
-                                          "subgroup": label[i]}) if remove[i] else "{}",
-                  "config_hash": chash} for i, uid in enumerate(uids)]
-    ws.write_decisions(FAIRDEDUP, pa.Table.from_pylist(decisions, DECISION_SCHEMA))
+    ws.write_decisions(FAIRDEDUP, decision_table(
+        FAIRDEDUP, uids, remove, "semantic_duplicate_of",
+        lambda i: {"of": uids[kept_of[i]], "eps": eps, "kept_for_group": name_of(because[i]),
+                   "subgroup": label[i]}, config))
 
 
 def _retention(names: list[str], subgroup: np.ndarray, remove: np.ndarray,

@@ -6,8 +6,6 @@ the lowest uid (``stages.hashdedup.exact_duplicates``).
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +21,13 @@ from ..stages.hashdedup import (
     near_duplicates,
     perceptual_pairs,
 )
-from ..workspace import DECISION_SCHEMA, Workspace, config_hash
+from ..workspace import Workspace
+from .decisions import FilterSummary, decision_table, record_decisions
 
 HASHES = "hashes"
 EXACT = "exact_dedup"
 PERCEPTUAL = "perceptual_dedup"
 ROW_COLUMNS = ["uid", "key", "source", "container", "shard", "offset", "length"]
-
-
-@dataclass
-class DedupSummary:
-    stage: str
-    samples: int
-    dropped: int
 
 
 def compute_hashes(ws: Workspace, *, threads: int | None = None, progress: bool = True) -> None:
@@ -80,27 +72,8 @@ def _priority(table: pa.Table) -> np.ndarray | None:
     return table.column("clip_score").to_numpy(zero_copy_only=False).astype(np.float32)
 
 
-def _decisions(stage: str, uids: list[str], kept: np.ndarray, reason: str,
-               evidence: list[dict | None], config: dict) -> pa.Table:
-    dropped = kept != np.arange(len(uids))
-    return pa.Table.from_pylist([
-        {"uid": uid, "stage": stage, "verdict": "drop" if d else "keep",
-         "reason": reason if d else "", "evidence": json.dumps(ev) if d else "{}",
-         "config_hash": config_hash(config)}
-        for uid, d, ev in zip(uids, dropped, evidence, strict=True)
-    ], DECISION_SCHEMA)
-
-
-def _record(ws: Workspace, stage: str, config: dict, decisions: pa.Table) -> DedupSummary:
-    run = ws.start_run(stage, config)
-    ws.write_decisions(stage, decisions)
-    dropped = decisions.column("verdict").to_pylist().count("drop")
-    ws.finish_run(stage, run, {"dropped": dropped})
-    return DedupSummary(stage, decisions.num_rows, dropped)
-
-
 def dedup_exact(workspace: str | Path, *, threads: int | None = None,
-                progress: bool = True) -> DedupSummary:
+                progress: bool = True) -> FilterSummary:
     """Drop byte-identical and pixel-identical copies, keeping one per group.
 
     Pixel identity covers byte identity (equal bytes decode to equal pixels); the evidence
@@ -114,16 +87,17 @@ def dedup_exact(workspace: str | Path, *, threads: int | None = None,
     keys = [p or f"bytes:{s}" for p, s in zip(table.column("pixel_sha256").to_pylist(), sha,
                                               strict=True)]
     kept = exact_duplicates(keys, _priority(table))
-    evidence = [{"of": uids[k], "match": "bytes" if sha[k] == sha[i] else "pixels"}
-                for i, k in enumerate(kept)]
     config = {"keep": "highest clip_score, then lowest uid"}
-    return _record(ws, EXACT, config,
-                   _decisions(EXACT, uids, kept, "exact_duplicate_of", evidence, config))
+    decisions = decision_table(
+        EXACT, uids, kept != np.arange(len(uids)), "exact_duplicate_of",
+        lambda i: {"of": uids[kept[i]], "match": "bytes" if sha[kept[i]] == sha[i] else "pixels"},
+        config)
+    return record_decisions(ws, EXACT, config, decisions)
 
 
 def dedup_perceptual(workspace: str | Path, *, max_phash: int = PHASH_MAX_DISTANCE,
                      max_dhash: int = DHASH_MAX_DISTANCE, threads: int | None = None,
-                     progress: bool = True) -> DedupSummary:
+                     progress: bool = True) -> FilterSummary:
     """Drop near-duplicates: pHash within ``max_phash`` and dHash within ``max_dhash`` bits.
 
     Groups are connected components of the near-pair graph, found with an exact multi-index
@@ -145,8 +119,9 @@ def dedup_perceptual(workspace: str | Path, *, max_phash: int = PHASH_MAX_DISTAN
     dist = np.zeros(table.num_rows, np.int32)
     dist[index] = distance
     uids = table.column("uid").to_pylist()
-    evidence = [{"of": uids[k], "phash_distance": None if d < 0 else int(d)}
-                for k, d in zip(kept, dist, strict=True)]
     config = {"max_phash": max_phash, "max_dhash": max_dhash}
-    return _record(ws, PERCEPTUAL, config,
-                   _decisions(PERCEPTUAL, uids, kept, "near_duplicate_of", evidence, config))
+    decisions = decision_table(
+        PERCEPTUAL, uids, kept != np.arange(len(uids)), "near_duplicate_of",
+        lambda i: {"of": uids[kept[i]], "phash_distance": None if dist[i] < 0 else int(dist[i])},
+        config)
+    return record_decisions(ws, PERCEPTUAL, config, decisions)

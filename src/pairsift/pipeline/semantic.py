@@ -8,7 +8,6 @@ for any ε or target keep-fraction in seconds.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,6 @@ from ..stages.semdedup import (
     semdedup_cluster,
 )
 from ..workspace import (
-    DECISION_SCHEMA,
     Workspace,
     WorkspaceError,
     atomic_write,
@@ -35,6 +33,7 @@ from ..workspace import (
     write_array,
     write_table,
 )
+from .decisions import decision_table
 from .score import current_model
 
 CLUSTER = "cluster"
@@ -207,8 +206,10 @@ def dedup_semantic(
     sweep = list(zip(SWEEP_EPS, eps_sweep(max_sim, SWEEP_EPS, strict=strict).tolist(),
                      strict=True))
     decision_config = {**config, "eps": eps, "rule": rule, "strict": strict}
-    ws.write_decisions(SEMDEDUP, _decisions(uids, labels, max_sim, max_row, remove, eps,
-                                            config_hash(decision_config)))
+    ws.write_decisions(SEMDEDUP, decision_table(
+        SEMDEDUP, uids, remove, "semantic_duplicate_of",
+        lambda i: {"of": uids[max_row[i]], "similarity": round(float(max_sim[i]), 6),
+                   "eps": eps, "cluster": int(labels[i])}, decision_config))
     dropped = int(remove.sum())
     ws.finish_run(SEMDEDUP, run, {"eps": eps, "rule": rule, "dropped": dropped,
                                   "sweep": sweep})
@@ -239,15 +240,3 @@ def _removal(ws: Workspace, rule: str, eps: float, strict: bool, max_sim: np.nda
                                   key=None if key is None else key[idx], **options)
         remove[idx] = result.remove
     return remove
-
-
-def _decisions(uids: list[str], labels: np.ndarray, max_sim: np.ndarray, max_row: np.ndarray,
-               remove: np.ndarray, eps: float, chash: str) -> pa.Table:
-    rows = []
-    for i, uid in enumerate(uids):
-        evidence = {"of": uids[max_row[i]], "similarity": round(float(max_sim[i]), 6),
-                    "eps": eps, "cluster": int(labels[i])} if remove[i] else {}
-        rows.append({"uid": uid, "stage": SEMDEDUP, "verdict": "drop" if remove[i] else "keep",
-                     "reason": "semantic_duplicate_of" if remove[i] else "",
-                     "evidence": json.dumps(evidence), "config_hash": chash})
-    return pa.Table.from_pylist(rows, DECISION_SCHEMA)
