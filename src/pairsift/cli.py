@@ -413,18 +413,22 @@ def demo(
     top: Annotated[float, typer.Option(help="CLIP-score top fraction to keep.")] = 0.75,
     quiet: Quiet = False,
 ) -> None:
-    """Build a small corpus offline and run ingest → embed → score → filter → export."""
+    """Build a small corpus offline and curate it: ingest → embed → score → filter → dedup →
+    export → report."""
     r = api.demo(directory, model=model, top=top, progress=not quiet)
-    rows = [("samples in", r.inputs), ("readable", r.readable)]
-    rows += [(f"  error: {reason}", n) for reason, n in r.errors.most_common()]
-    rows += [(f"kept by clip score (top {top:.0%}, >= {r.threshold:.3f})", r.kept),
-             ("exported", r.exported)]
-    console.print(_counts_table("pairsift demo: the funnel", rows))
-    console.print("lowest-scoring dropped pairs (caption does not match the image):")
+    inputs = r.funnel[0][1]
+    table = Table("step", "samples", "of input", title="pairsift demo: the funnel")
+    for step, count in r.funnel:
+        table.add_row(step, f"{count:,}", f"{count / inputs:.0%}")
+        if step == "readable":
+            for reason, n in r.errors.most_common():
+                table.add_row(f"  unreadable: {reason}", f"{n:,}", "")
+    console.print(table)
+    console.print("dropped pairs with the lowest CLIP scores:")
     for ex in r.dropped_examples:
-        console.print(f"  {ex['clip_score']:.3f}  {ex['key']}: {ex['caption']!r}  "
-                      f"(pairsift explain {ex['uid']} -w {r.workspace})")
-    console.print(f"workspace: {r.workspace}\nexport: {r.export}")
+        console.print(f"  {ex['clip_score']:.3f}  {ex['key']}: {ex['caption']!r}\n"
+                      f"         pairsift explain {ex['uid']} -w {r.workspace}")
+    console.print(f"workspace: {r.workspace}\nexport: {r.export}\nreport: {r.report}")
 
 
 if __name__ == "__main__":
