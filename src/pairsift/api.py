@@ -24,9 +24,11 @@ from .pipeline.parrot import (
 )
 from .pipeline.report import report
 from .pipeline.score import filter_clip_score, score
+from .pipeline.search import calibrate, classify, index, search, serve
 from .pipeline.semantic import cluster, dedup_semantic
 
-__all__ = ["cluster", "dedup_exact", "dedup_fair", "dedup_perceptual", "dedup_semantic", "demo",
-           "embed", "explain", "export", "filter_clip_score", "filter_parrot", "filter_simple_fix",
-           "filter_text_dominated", "ingest", "parrot_audit", "parrot_rates", "parrot_relative",
-           "parrot_spot", "report", "score"]
+__all__ = ["calibrate", "classify", "cluster", "dedup_exact", "dedup_fair", "dedup_perceptual",
+           "dedup_semantic", "demo", "embed", "explain", "export", "filter_clip_score",
+           "filter_parrot", "filter_simple_fix", "filter_text_dominated", "index", "ingest",
+           "parrot_audit", "parrot_rates", "parrot_relative", "parrot_spot", "report", "score",
+           "search", "serve"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -385,6 +386,151 @@ def parrot_audit(
     console.print(f"{r.model}: Sync. Score {r.sync_score:.3f} (other words {r.baseline:.3f}, "
                   f"gap {r.sync_score - r.baseline:+.3f}) over {len(r.words)} words x 4 styles "
                   f"→ {out}")
+
+
+@app.command()
+@friendly_errors
+def index(
+    workspace: Workspace,
+    model: Annotated[str | None, typer.Option(help="Embeddings to index (default: last "
+                                                   "embedded model).")] = None,
+    memory_budget: Annotated[str, typer.Option(help="Memory the index's vector codes may take "
+                                                    "(e.g. 2GiB, 512MB): picks exact or IVF "
+                                                    "codes.")] = "2GiB",
+    rebuild: Annotated[bool, typer.Option(help="Rebuild instead of adding new parts.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Build or extend the vector index, part by part: exact when small, IVF when large."""
+    s = api.index(workspace, model=model, memory_budget=memory_budget, rebuild=rebuild,
+                  progress=not quiet)
+    table = Table(title=f"index ({s.model})")
+    for column in ("space", "index", "vectors", "parts added", "parts skipped", "nprobe",
+                   "recall@10"):
+        table.add_column(column)
+    for b in s.spaces:
+        table.add_row(b.space, b.factory, f"{b.vectors:,}", str(b.parts_added),
+                      str(b.parts_skipped), str(b.nprobe or "-"),
+                      "-" if b.recall_at_10 is None else f"{b.recall_at_10:.3f}")
+    console.print(table)
+
+
+@app.command()
+@friendly_errors
+def search(
+    workspace: Workspace,
+    text: Annotated[str | None, typer.Argument(help="Text query (joint image-text space).")] = None,
+    image: Annotated[Path | None, typer.Option(help="Image query (visual space): finds its "
+                                                    "duplicates.")] = None,
+    k: Annotated[int, typer.Option("-k", help="Number of hits.")] = 10,
+    verdict: Annotated[str, typer.Option(help="all | kept | dropped")] = "all",
+    reason: Annotated[str | None, typer.Option(help="Only samples dropped for this "
+                                                    "reason.")] = None,
+    model: Annotated[str | None, typer.Option(help="Index to search (default: last embedded "
+                                                   "model).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Top-k samples for a text or an image: score, confidence, verdict, reasons, caption."""
+    hits = api.search(workspace, text, image=image, k=k, verdict=verdict, reason=reason,
+                      model=model)
+    if as_json:
+        print(json.dumps([dataclasses.asdict(h) for h in hits], indent=1))
+        return
+    table = Table(title=f"{len(hits)} hits")
+    for column in ("#", "score", "P(same)", "verdict", "caption", "uid"):
+        table.add_column(column)
+    for h in hits:
+        confidence = "-" if h.confidence is None else f"{h.confidence:.2f}"
+        verdict_text = h.verdict + (f" ({', '.join(h.reasons)})" if h.reasons else "")
+        table.add_row(str(h.rank), f"{h.score:.3f}", confidence, verdict_text,
+                      h.caption or "", h.uid)
+    console.print(table)
+
+
+@app.command()
+@friendly_errors
+def classify(
+    images: Annotated[list[Path], typer.Argument(help="Images to label.")],
+    workspace: Workspace,
+    labels: Annotated[Path, typer.Option(help="Table of labelled samples: CSV, TSV, JSONL or "
+                                              "Parquet.")],
+    label_column: Annotated[str, typer.Option(help="Column holding the label.")] = "label",
+    key_column: Annotated[str, typer.Option(help="Column naming the sample: key or "
+                                                 "uid.")] = "key",
+    k: Annotated[int, typer.Option("-k", help="Neighbours that vote.")] = 10,
+    model: Annotated[str | None, typer.Option(help="Index to search (default: last embedded "
+                                                   "model).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Label images by their nearest labelled samples (majority and similarity-weighted)."""
+    results = api.classify(workspace, images, labels=labels, label_column=label_column,
+                           key_column=key_column, k=k, model=model)
+    if as_json:
+        print(json.dumps([dataclasses.asdict(r) for r in results], indent=1))
+        return
+    table = Table(title=f"kNN labels (k={k})")
+    for column in ("image", "majority", "weighted"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(r.image, f"{r.majority} ({r.majority_votes.get(r.majority, 0):.0%})",
+                      f"{r.weighted} ({r.weighted_votes.get(r.weighted, 0):.0%})")
+    console.print(table)
+
+
+@app.command()
+@friendly_errors
+def calibrate(
+    workspace: Workspace,
+    groups: Annotated[Path | None, typer.Option(help="Table of known duplicate groups: pairs "
+                                                     "inside a group are the same.")] = None,
+    pairs: Annotated[Path | None, typer.Option(help="Table of labelled pairs: columns a, b, "
+                                                    "same.")] = None,
+    group_column: Annotated[str, typer.Option(help="Column holding the group.")] = "group",
+    key_column: Annotated[str, typer.Option(help="Column naming the sample: key or "
+                                                 "uid.")] = "key",
+    space: Annotated[str | None, typer.Option(help="visual | image (default: visual where "
+                                                   "the model has it).")] = None,
+    method: Annotated[str, typer.Option(help="kde | beta | gaussian | platt")] = "kde",
+    prior: Annotated[float | None, typer.Option(help="P(same) to state (default: share of "
+                                                     "same pairs among labelled pairs).")] = None,
+    holdout: Annotated[float, typer.Option(help="Share of pairs held out to measure "
+                                                "ECE.")] = 0.3,
+    model: Annotated[str | None, typer.Option(help="Index to calibrate (default: last "
+                                                   "embedded model).")] = None,
+) -> None:
+    """Fit score -> P(same) on labelled pairs; save it with the index; report held-out ECE."""
+    s = api.calibrate(workspace, groups=groups, pairs=pairs, group_column=group_column,
+                      key_column=key_column, space=space, method=method, prior=prior,
+                      holdout=holdout, model=model)
+    if s.note:
+        console.print(f"[yellow]note:[/yellow] {s.note}")
+    console.print(f"{s.method} on {s.space} scores: {s.pairs:,} pairs ({s.positives:,} same), "
+                  f"stated prior P(same) = {s.prior:.4g}")
+    table = Table(title=f"reliability on {s.heldout.pairs:,} held-out pairs "
+                        f"({s.heldout.positives} same)")
+    for column in ("confidence bin", "pairs", "mean confidence", "observed same"):
+        table.add_column(column)
+    for b in s.heldout.bins:
+        if b["count"]:
+            table.add_row(f"{b['lo']:.1f}-{b['hi']:.1f}", str(b["count"]),
+                          f"{b['confidence']:.3f}", f"{b['observed']:.3f}")
+    console.print(table)
+    console.print(f"ECE {s.heldout.ece:.4f}, Brier {s.heldout.brier:.4f}\n"
+                  f"saved {s.path}\nreliability diagram {s.diagram}")
+
+
+@app.command()
+@friendly_errors
+def serve(
+    workspace: Workspace,
+    host: Annotated[str, typer.Option(help="Interface to listen on (loopback by "
+                                           "default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8765,
+    model: Annotated[str | None, typer.Option(help="Index to serve (default: last embedded "
+                                                   "model).")] = None,
+) -> None:
+    """Run the search web page: search box, image upload, hits with verdicts and explain."""
+    console.print(f"pairsift search on http://{host}:{port} (Ctrl+C stops it)")
+    api.serve(workspace, host=host, port=port, model=model)
 
 
 @app.command()

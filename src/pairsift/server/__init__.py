@@ -1,0 +1,1 @@
+"""The search web app (``pairsift serve``): FastAPI in ``app.py``, the page in ``static/``."""
