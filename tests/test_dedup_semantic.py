@@ -149,3 +149,19 @@ def test_fairdedup_text_prototypes_run(ws_copy):
     assert s.kept + s.dropped == len(truth)
     with pytest.raises(ValueError, match="--groups"):
         dedup_fair(ws_dir, progress=False)
+
+
+def test_rank_by_clip_score_keeps_the_better_pair(ws_copy):
+    """`--rank-by clip_score`: the earlier-ranked (kept-first) member has the higher score."""
+    from pairsift import score
+
+    ws_dir, _ = ws_copy
+    score(ws_dir, progress=False)
+    cluster(ws_dir, k=2, progress=False)
+    assert dedup_semantic(ws_dir, rank_by="clip_score", progress=False).dropped > 0
+    ws = Workspace.open(ws_dir)
+    scores = dict(zip(*(ws.signals("clip_score").column(c).to_pylist()
+                        for c in ("uid", "clip_score")), strict=True))
+    for d in ws.decisions().to_pylist():
+        if d["stage"] == "semdedup" and d["verdict"] == "drop":
+            assert scores[json.loads(d["evidence"])["of"]] >= scores[d["uid"]]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ..engine.local import default_threads, ordered_map, progress_bar, run_signal_stage
 from ..models import default_dedup_eps, model_slug
@@ -118,8 +119,9 @@ def _rank_key(ws: Workspace, rank_by: str | None) -> np.ndarray | None:
     """A signal column to rank by (largest first), e.g. ``clip_score`` keeps the best pair."""
     if rank_by is None:
         return None
-    stage = next((s for s in ws.signal_stages()
-                  if rank_by in ws.signals(s).column_names), None)
+    first = ws.part_ids()[0]
+    stage = next((s for s in ws.signal_stages() if rank_by in
+                  pq.read_schema(ws.signal_path(s, ws.current_run(s), first)).names), None)
     if stage is None:
         raise WorkspaceError(f"no signal column {rank_by!r}; signals: {ws.signal_stages()}")
     values = ws.signals(stage, [rank_by]).column(rank_by).to_numpy(zero_copy_only=False)
