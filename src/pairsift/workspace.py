@@ -287,6 +287,11 @@ class Workspace:
         names = [p.name for p in folder.iterdir()] if folder.exists() else []
         return sorted(n for n in names if self.current_run(n))
 
+    def part_signals(self, part: int) -> dict[str, pa.Table]:
+        """Every current stage's signals for one part (rows aligned with the part)."""
+        paths = {s: self.signal_path(s, self.current_run(s), part) for s in self.signal_stages()}
+        return {stage: pq.read_table(path) for stage, path in paths.items() if path.exists()}
+
     def decision_path(self, stage: str) -> Path:
         return self.root / "decisions" / f"{stage}.parquet"
 

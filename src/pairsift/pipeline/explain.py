@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ..workspace import Workspace, WorkspaceError
 
@@ -19,16 +18,13 @@ def explain(workspace: str | Path, uid: str) -> dict[str, Any]:
     report: dict[str, Any] = {"uid": uid, "sample": None, "signals": {}, "decisions": [],
                               "errors": []}
     for part in ws.part_ids():
-        table = ws.read_part(part)
-        hit = table.filter(pc.equal(table.column("uid"), uid))
-        if hit.num_rows:
-            report["sample"] = {"part": part, **hit.to_pylist()[0]}
-            for stage in ws.signal_stages():
-                path = ws.signal_path(stage, ws.current_run(stage), part)
-                if path.exists():
-                    signals = pq.read_table(path)
-                    row = signals.filter(pc.equal(signals.column("uid"), uid)).to_pylist()
-                    report["signals"][stage] = {k: v for k, v in row[0].items() if k != "uid"}
+        uids = ws.read_part(part, ["uid"]).column("uid").to_pylist()
+        if uid in uids:
+            i = uids.index(uid)
+            report["sample"] = {"part": part, **ws.read_part(part).slice(i, 1).to_pylist()[0]}
+            for stage, signals in ws.part_signals(part).items():
+                row = signals.slice(i, 1).to_pylist()[0]
+                report["signals"][stage] = {k: v for k, v in row.items() if k != "uid"}
             break
     decisions = ws.decisions()
     for row in decisions.filter(pc.equal(decisions.column("uid"), uid)).to_pylist():

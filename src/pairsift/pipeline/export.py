@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ..io.sources import ImageBytesReader
 from ..io.writers import (
@@ -43,13 +42,11 @@ def kept_parts(ws: Workspace) -> Iterator[pa.Table]:
     dropped = dropped_uids(ws)
     for part in ws.part_ids():
         table = ws.read_part(part)
-        for stage in ws.signal_stages():
-            path = ws.signal_path(stage, ws.current_run(stage), part)
-            if path.exists():
-                signals = pq.read_table(path)
-                for name in signals.column_names:
-                    if name != "uid":
-                        table = table.append_column(name, signals.column(name))
+        for stage, signals in ws.part_signals(part).items():
+            for name in signals.column_names:
+                if name != "uid":  # a name two stages share keeps the stage as a prefix
+                    column = name if name not in table.column_names else f"{stage}.{name}"
+                    table = table.append_column(column, signals.column(name))
         mask = pa.array([u not in dropped for u in table.column("uid").to_pylist()])
         yield table.filter(mask)
 

@@ -12,15 +12,13 @@ from ..engine.local import run_signal_stage
 from ..models import model_slug
 from ..stages.score import STAGE, clip_score_decisions, clip_scores, resolve_threshold
 from ..workspace import Workspace, WorkspaceError, config_hash
+from .decisions import FilterSummary, record_decisions
 
 SIGNAL = "clip_score"
 
 
 @dataclass
-class FilterSummary:
-    stage: str
-    kept: int
-    dropped: int
+class ThresholdSummary(FilterSummary):
     threshold: float
 
 
@@ -50,19 +48,15 @@ def score(workspace: str | Path, *, model: str | None = None, progress: bool = T
 
 
 def filter_clip_score(workspace: str | Path, *, threshold: float | None = None,
-                      top: float | None = None) -> FilterSummary:
+                      top: float | None = None) -> ThresholdSummary:
     """Decide keep/drop on CLIP score: ``>= threshold``, or DataComp's top fraction ``top``."""
     ws = Workspace.open(workspace)
     config = {"threshold": threshold, "top": top, "scores": ws.current_run(SIGNAL)}
-    run = ws.start_run(STAGE, config)
     table = ws.signals(SIGNAL, ["uid", SIGNAL])
     scores = table.column(SIGNAL).to_numpy(zero_copy_only=False).astype(np.float32)
     cut = resolve_threshold(scores, threshold=threshold, fraction=top)
     decisions = clip_score_decisions(table.column("uid").combine_chunks(), scores, cut,
                                      fraction=top, config_hash=config_hash(config))
-    ws.write_decisions(STAGE, decisions)
-    kept = decisions.column("verdict").to_pylist().count("keep")
-    summary = FilterSummary(STAGE, kept, decisions.num_rows - kept, cut)
-    ws.finish_run(STAGE, run, {"kept": kept, "dropped": summary.dropped, "threshold": cut})
-    return summary
+    s = record_decisions(ws, STAGE, config, decisions, {"threshold": cut})
+    return ThresholdSummary(s.stage, s.kept, s.dropped, cut)
 
