@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..synth import make_corpus
 from ..workspace import Workspace
-from .embed import embed
-from .export import dropped_uids, export
-from .hashdedup import dedup_exact
-from .ingest import ingest
+from .export import export
 from .report import report
-from .score import filter_clip_score, score
-from .semantic import cluster, dedup_semantic
 
 
 @dataclass
@@ -35,6 +31,8 @@ def demo(directory: str | Path = "pairsift-demo", *, model: str = "default", top
     ingest → embed → CLIP score (keep the top ``top``) → exact dedup → semantic dedup →
     export → report. Re-running on the same directory resumes; finished work is not redone.
     """
+    from ..api import cluster, dedup_exact, dedup_semantic, embed, filter_clip_score, ingest, score
+
     directory = Path(directory).resolve()
     corpus_dir = directory / "corpus"
     if not (corpus_dir / "captions.csv").exists():
@@ -46,7 +44,7 @@ def demo(directory: str | Path = "pairsift-demo", *, model: str = "default", top
     score(ws_dir, progress=progress)
     funnel = [("samples in", summary.total), ("readable", summary.samples)]
     ws = Workspace.open(ws_dir)
-    decided = filter_clip_score(ws_dir, top=top)
+    decided = filter_clip_score(ws_dir, keep_fraction=top, progress=progress)
     funnel.append((f"CLIP score in the top {top:.0%} (>= {decided.threshold:.3f})",
                    _left(ws)))
     dedup_exact(ws_dir, progress=progress)
@@ -63,14 +61,21 @@ def demo(directory: str | Path = "pairsift-demo", *, model: str = "default", top
 
 
 def _left(ws: Workspace) -> int:
-    return ws.num_samples() - len(dropped_uids(ws))
+    ws.refresh()
+    return ws.num_samples() - ws.num_dropped()
 
 
 def _lowest_scores(ws: Workspace, n: int) -> list[dict]:
-    """The samples with the lowest CLIP scores that were dropped, with their captions."""
-    dropped = dropped_uids(ws)
-    scores = {r["uid"]: r["clip_score"] for r in ws.signals("clip_score").to_pylist()}
-    rows = [r for _, t in ws.iter_parts(["uid", "key", "caption"]) for r in t.to_pylist()
-            if r["uid"] in dropped and not math.isnan(scores[r["uid"]])]
-    rows.sort(key=lambda r: scores[r["uid"]])
-    return [{**r, "clip_score": scores[r["uid"]]} for r in rows[:n]]
+    """The dropped samples with the lowest CLIP scores, with their captions (n per part at
+    most are kept while reading, so memory stays per part)."""
+    best: list[dict] = []
+    for part in ws.part_ids():
+        scores = ws.part_signals(part)["score"].column("clip_score").to_numpy(
+            zero_copy_only=False)
+        rows = np.flatnonzero(ws.dropped(part) & ~np.isnan(scores))
+        rows = rows[np.argsort(scores[rows], kind="stable")[:n]]
+        table = ws.read_part(part, ["uid", "key", "caption"]).take(rows)
+        best += [{**r, "clip_score": float(s)} for r, s in zip(table.to_pylist(), scores[rows],
+                                                                 strict=True)]
+        best = sorted(best, key=lambda r: r["clip_score"])[:n]
+    return best

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from ..errors import ConfigError
 from ..io.sources import ImageBytesReader
 from ..io.writers import (
     ExportSample,
@@ -30,16 +30,8 @@ class ExportSummary:
     dropped: int
 
 
-def dropped_uids(ws: Workspace) -> set[str]:
-    """Every uid that some current decision drops."""
-    decisions = ws.decisions()
-    dropped = decisions.filter(pc.equal(decisions.column("verdict"), "drop"))
-    return set(dropped.column("uid").to_pylist())
-
-
 def kept_parts(ws: Workspace) -> Iterator[pa.Table]:
     """Each part's kept rows, with the current signals of every stage as extra columns."""
-    dropped = dropped_uids(ws)
     for part in ws.part_ids():
         table = ws.read_part(part)
         for stage, signals in ws.part_signals(part).items():
@@ -47,8 +39,7 @@ def kept_parts(ws: Workspace) -> Iterator[pa.Table]:
                 if name != "uid":  # a name two stages share keeps the stage as a prefix
                     column = name if name not in table.column_names else f"{stage}.{name}"
                     table = table.append_column(column, signals.column(name))
-        mask = pa.array([u not in dropped for u in table.column("uid").to_pylist()])
-        yield table.filter(mask)
+        yield table.filter(pa.array(~ws.dropped(part)))
 
 
 def _signal_columns(table: pa.Table) -> list[str]:
@@ -79,7 +70,7 @@ def export(workspace: str | Path, out: str | Path, *, format: str = "webdataset"
     >>> export("ws", "subset.npy", format="datacomp-uids")  # doctest: +SKIP
     """
     if format not in FORMATS:
-        raise ValueError(f"unknown export format {format!r}; choose one of {FORMATS}")
+        raise ConfigError(f"unknown export format {format!r}; choose one of {FORMATS}")
     ws = Workspace.open(workspace)
     out = Path(out)
     if format == "webdataset":

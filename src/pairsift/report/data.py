@@ -9,7 +9,6 @@ read, and each is read once.
 from __future__ import annotations
 
 import json
-import math
 from functools import cached_property
 from typing import Any
 
@@ -35,7 +34,8 @@ class ReportData:
 
     @cached_property
     def uids(self) -> pa.Array:
-        return self.ws.uids()
+        columns = [t.column("uid") for _, t in self.ws.iter_parts(["uid"])]
+        return pa.chunked_array(columns, pa.string()).combine_chunks()
 
     @property
     def n(self) -> int:
@@ -52,17 +52,12 @@ class ReportData:
     # -- runs --------------------------------------------------------------------------------
     def run_record(self, stage: str) -> dict[str, Any] | None:
         """The manifest record of the current run of ``stage``."""
-        run = self.ws.current_run(stage)
-        return next((r for r in self.ws.manifest["runs"]
-                     if r["stage"] == stage and r["run"] == run), None)
+        return self.ws.run_record(stage) if self.ws.current_run(stage) else None
 
     @cached_property
     def decision_stages(self) -> list[str]:
         """Decision stages in the order their current runs were recorded (the funnel order)."""
-        runs = self.ws.manifest["runs"]
-        position = {r["stage"]: i for i, r in enumerate(runs)
-                    if r["run"] == self.ws.current_run(r["stage"])}
-        return sorted(self.ws.decision_stages(), key=lambda s: (position.get(s, math.inf), s))
+        return self.ws.decision_stages()
 
     def setting(self, stage: str, *keys: str) -> Any:
         """A run parameter: from the run summary, its config, or a drop's evidence, first found.
@@ -87,17 +82,15 @@ class ReportData:
     # -- decisions ---------------------------------------------------------------------------
     def decisions(self, stage: str) -> pa.Table:
         if stage not in self._decisions:
-            self._decisions[stage] = pq.read_table(
-                self.ws.decision_path(stage), columns=["uid", "verdict", "reason", "evidence"])
+            self._decisions[stage] = self.ws.stage_decisions(
+                stage, ["uid", "verdict", "reason", "evidence"])
         return self._decisions[stage]
 
     def dropped(self, stage: str) -> np.ndarray:
         """Bool per row: the stage's current decision drops the sample."""
         if stage not in self._dropped:
-            table = self.decisions(stage)
-            drops = table.filter(pc.equal(table.column("verdict"), "drop")).column("uid")
-            mask = pc.is_in(self.uids, value_set=drops.combine_chunks())
-            self._dropped[stage] = mask.to_numpy(zero_copy_only=False)
+            masks = [self.ws.dropped(p, [stage]) for p in self.ws.part_ids()]
+            self._dropped[stage] = np.concatenate(masks) if masks else np.zeros(0, bool)
         return self._dropped[stage]
 
     def dropped_any(self) -> np.ndarray:
@@ -123,12 +116,8 @@ class ReportData:
             return None
         if column not in pq.read_schema(paths[0]).names:
             return None
-        tables = [pq.read_table(p, columns=["uid", column]) for p in paths]
-        table = pa.concat_tables(tables)
-        values = table.column(column)
-        if not table.column("uid").equals(pa.chunked_array([self.uids])):
-            values = values.take(pc.index_in(self.uids, value_set=table.column("uid")))
-        return values.to_numpy(zero_copy_only=False)
+        return np.concatenate([pq.read_table(p, columns=[column]).column(column).to_numpy(
+            zero_copy_only=False) for p in paths])
 
     def subgroups(self) -> np.ndarray | None:
         """A ``subgroup`` column from the parts or from any signal stage, first found."""
@@ -151,8 +140,7 @@ class ReportData:
 
     def rows(self, indices: list[int]) -> dict[int, dict[str, Any]]:
         """Location and caption of the given rows, reading only the parts that hold them."""
-        starts = np.cumsum([0] + [self.ws.manifest["parts"][str(p)]["rows"]
-                                  for p in self.ws.part_ids()])
+        starts = np.cumsum([0, *self.ws.part_sizes()])
         wanted = sorted({int(i) for i in indices if i >= 0})
         out: dict[int, dict[str, Any]] = {}
         for k, part in enumerate(self.ws.part_ids()):

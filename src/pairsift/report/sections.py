@@ -179,7 +179,7 @@ def headline(ctx: Context) -> list[tuple[str, str, str]]:
     data = ctx.data
     total = data.n + data.ingest_errors
     kept = data.n - int(data.dropped_any().sum())
-    return [("samples in", count(total), f"{len(data.ws.manifest['sources'])} source(s)"),
+    return [("samples in", count(total), f"{len(data.ws.sources())} source(s)"),
             ("readable", count(data.n), percent(data.n, total)),
             ("errors", count(len(data.errors)), f"{data.ingest_errors:,} at ingest"),
             ("dropped", count(data.n - kept), f"by {len(data.decision_stages)} stage(s)"),

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import faiss
 import numpy as np
-import torch
+import pyarrow as pa
 
-Device = str | torch.device
+from ..engine.views import Collection
+from ..errors import WorkspaceError
+from ..lazy import lazy
+from ..params import Param
+from ..stage import GlobalStage, PartOutput, register
+
+torch = lazy("torch")  # imported on first use: `pairsift --help` needs no torch
+Device = str  # "cpu", "cuda", "cuda:1" (or a torch.device)
 
 DEFAULT_TARGET_CLUSTER_SIZE = 1000
 """Mean items per cluster when k is not given. SemDeDup used 50,000 clusters for 440M items
@@ -183,3 +191,83 @@ def cluster_members(labels: np.ndarray) -> dict[int, np.ndarray]:
     order = np.argsort(labels, kind="stable")
     ids, starts = np.unique(labels[order], return_index=True)
     return {int(c): rows for c, rows in zip(ids, np.split(order, starts[1:]), strict=True)}
+
+
+# -- stage --------------------------------------------------------------------------------------
+class _Rows:
+    """The rows of ``source`` at ``index``, addressed as a matrix (a view without copying)."""
+
+    def __init__(self, source: Any, index: np.ndarray):
+        self._source, self._index = source, index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        return self._source[self._index[rows]]
+
+
+def image_space(ws: Any, model: str) -> str:
+    """The visual space when the model has one (image-image similarity), else the joint one."""
+    from ..models import model_slug
+
+    return "visual" if ws.models().get(model_slug(model), {}).get("visual_dim") else "image"
+
+
+@register
+class Cluster(GlobalStage):
+    """faiss k-means on the image embeddings, trained on a sample, assigned part by part:
+    a cluster id and the cosine distance to its centroid per sample. A sample without an
+    embedding (its image failed at embed) gets cluster -1 and is left out of dedup."""
+
+    name = "cluster"
+    reads_embeddings = True
+    params = (
+        Param("k", int, None, "Number of clusters (default: about target_size samples each).",
+              low=1),
+        Param("target_size", int, DEFAULT_TARGET_CLUSTER_SIZE, "Mean cluster size when k is "
+                                                               "not given.", low=1),
+        Param("pca_dim", int, None, "Reduce to this many dimensions first.", low=1),
+        Param("spherical", bool, True, "Cosine (spherical) k-means."),
+        Param("niter", int, 100, "k-means iterations.", low=1),
+        Param("seed", int, 1234, "Sampling and k-means seed."),
+        Param("device", str, "cpu", "cpu | cuda", runtime=True),
+    )
+
+    def extra_inputs(self, ws: Any) -> dict[str, Any]:
+        return {"space": image_space(ws, self.options.get("model") or ws.current_model())}
+
+    def plan(self, data: Collection) -> list[str]:
+        return ["fit"]
+
+    def run_task(self, data: Collection, task: str) -> dict[str, np.ndarray]:
+        space = data.inputs["space"]
+        valid = np.flatnonzero(data.has_embedding(space))
+        if not len(valid):
+            raise WorkspaceError(f"{data.ws.root}: no sample has an embedding to cluster")
+        k = self["k"] or choose_k(len(valid), self["target_size"])
+        model = fit_kmeans(_Rows(data.embeddings(space), valid), min(k, len(valid)),
+                           spherical=self["spherical"], niter=self["niter"], seed=self["seed"],
+                           pca_dim=self["pca_dim"])
+        return model.to_arrays()
+
+    def combine(self, data: Collection, results: Any) -> dict[str, Any]:
+        model = KMeansModel.from_arrays(next(iter(results)))
+        return {"model": model, "sizes": np.zeros(model.k, np.int64), "missing": 0}
+
+    def part_output(self, data: Collection, state: dict[str, Any], part: int) -> PartOutput:
+        X = data.part(part).embeddings(data.inputs["space"])
+        norms = np.linalg.norm(np.asarray(X, np.float32), axis=1)
+        valid = np.isfinite(norms) & (norms > 0)
+        labels = np.full(len(X), -1, np.int32)
+        dist = np.full(len(X), np.nan, np.float32)
+        if valid.any():
+            labels[valid], dist[valid] = state["model"].assign(np.asarray(X)[valid],
+                                                                device=self["device"])
+        state["sizes"] += np.bincount(labels[valid], minlength=state["model"].k)
+        state["missing"] += int((~valid).sum())
+        return PartOutput(signals=pa.table({"cluster": labels, "dist_to_centroid": dist}))
+
+    def summarize(self, data: Collection, state: dict[str, Any]) -> dict[str, Any]:
+        return {"k": state["model"].k, "space": data.inputs["space"], "sizes": state["sizes"],
+                "without_embedding": state["missing"]}

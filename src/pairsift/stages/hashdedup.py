@@ -27,6 +27,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from math import comb, expm1
+from typing import Any
 
 import faiss
 import imagehash
@@ -36,6 +37,13 @@ import pyarrow.compute as pc
 from PIL import Image
 from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
+
+from ..engine.views import Collection, PartData
+from ..io.images import decode_image
+from ..params import Param
+from ..stage import Decisions, GlobalStage, MapStage, PartOutput, Sample, register
+from ..uids import UID_DTYPE, uid_codes, uid_strings
+from .keep import earlier_dedup, excluded, keep_rank
 
 PHASH_MAX_DISTANCE: int = 4
 DHASH_MAX_DISTANCE: int = 6
@@ -78,18 +86,23 @@ def _to_int64(h: imagehash.ImageHash) -> int:
 
 
 def exact_duplicates(
-    keys: Sequence[str] | pa.Array | pa.ChunkedArray, priority: np.ndarray | None = None
+    keys: Sequence[str] | pa.Array | pa.ChunkedArray | np.ndarray,
+    priority: np.ndarray | None = None,
 ) -> np.ndarray:
     """Index of the kept member of each item's group of equal keys (its own index if kept).
 
     Rule: the kept member has the highest ``priority`` (e.g. CLIP score; NaN counts as
-    lowest); ties, or no priority, go to the lowest index — the pipeline passes items sorted
-    by uid, so the lowest uid. Linear hashing (Arrow) plus one sort; int64 result.
+    lowest); ties, or no priority, go to the lowest index. ``keys`` are strings (hashed by
+    Arrow) or a numpy array (e.g. 16-byte hash prefixes, grouped by one sort); int64 result.
     """
-    arr = keys if isinstance(keys, (pa.Array, pa.ChunkedArray)) else pa.array(keys, pa.string())
-    if arr.null_count:
-        raise ValueError("keys must not contain nulls")
-    groups = pc.index_in(arr, value_set=pc.unique(arr)).to_numpy().astype(np.int64)
+    if isinstance(keys, np.ndarray):
+        groups = np.unique(keys, return_inverse=True)[1].astype(np.int64).reshape(-1)
+    else:
+        arr = keys if isinstance(keys, pa.Array | pa.ChunkedArray) else pa.array(keys,
+                                                                                 pa.string())
+        if arr.null_count:
+            raise ValueError("keys must not contain nulls")
+        groups = pc.index_in(arr, value_set=pc.unique(arr)).to_numpy().astype(np.int64)
     return _kept_per_group(groups, _priority_order(len(groups), priority))
 
 
@@ -295,3 +308,125 @@ def _kept_per_group(groups: np.ndarray, order: np.ndarray) -> np.ndarray:
     best = np.full(groups.max() + 1, len(groups), np.int64)
     np.minimum.at(best, groups, _ranks(order))
     return order[best[groups]]
+
+
+# -- stages -------------------------------------------------------------------------------------
+@register
+class Hashes(MapStage):
+    """Pixel sha256, pHash and dHash of every image (run by the hash dedup stages)."""
+
+    name = "hashes"
+    needs_image = True
+    per_sample = True
+    auto = True
+    params = (Param("threads", int, None, "Decode threads.", low=1, runtime=True),)
+
+    def prepare(self, sample: Sample) -> ImageHashes:
+        return image_hashes(decode_image(sample.data).image)
+
+    def assemble(self, part: PartData, results: list[ImageHashes | None] | None) -> PartOutput:
+        rows = results or []
+        return PartOutput(signals=pa.table({
+            "pixel_sha256": pa.array([h and h.pixel_sha256 for h in rows], pa.string()),
+            "phash": pa.array([h and h.phash for h in rows], pa.int64()),
+            "dhash": pa.array([h and h.dhash for h in rows], pa.int64()),
+        }))
+
+
+class _HashDedup(GlobalStage):
+    """Shared by exact and perceptual dedup: ``combine`` returns the kept row of every row
+    plus per-row evidence arrays; decisions follow per part."""
+
+    requires = ("hashes",)
+
+    def dependencies(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return self.requires, ("score", *earlier_dedup(self.name))
+
+    def part_output(self, data: Collection, state: dict[str, np.ndarray],
+                    part: int) -> PartOutput:
+        rows = data.rows_of(part)
+        kept = state["kept"][rows]
+        evidence = {"of": uid_strings(data.uid_codes()[kept])}
+        evidence |= {name: values[rows] for name, values in state.items() if name != "kept"}
+        own = np.arange(rows.start, rows.stop)
+        return PartOutput(decisions=Decisions(kept != own, self.reason, evidence))
+
+    def kept_among(self, data: Collection, candidates: np.ndarray,
+                   group: Any) -> np.ndarray:
+        """Kept row of every row: ``group(candidates, priority)`` picks among the rows no
+        earlier dedup stage dropped; every other row keeps itself."""
+        kept = np.arange(data.n)
+        priority = -keep_rank(data)[candidates].astype(np.float64)
+        kept[candidates] = candidates[group(candidates, priority)]
+        return kept
+
+
+def _sha_codes(hex_digests: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """The first 128 bits of hex sha256 digests, as sortable 16-byte codes."""
+    return uid_codes(pc.utf8_slice_codeunits(hex_digests, 0, 32))
+
+
+@register
+class DedupExact(_HashDedup):
+    """Byte- and pixel-identical copies: keep the best copy of each group (one keep policy
+    for every dedup stage: highest CLIP score, then most pixels, then lowest uid)."""
+
+    name = "dedup-exact"
+    reason = "exact_duplicate_of"
+    params = (Param("threads", int, None, "Decode threads (hashing).", low=1, runtime=True),)
+
+    def combine(self, data: Collection, results: Any) -> dict[str, np.ndarray]:
+        """Pixel identity covers byte identity (equal bytes decode to equal pixels); an image
+        that no longer decodes is grouped by its file's sha256 instead."""
+        keys = np.empty(data.n, [("pixels", "?"), ("code", UID_DTYPE)])
+        file_prefix = np.empty(data.n, ">u8")
+        for part in data.parts:
+            rows = data.rows_of(part)
+            pixels = data.part(part).signal("hashes", ["pixel_sha256"]).column("pixel_sha256")
+            files = data.ws.read_part(part, ["sha256"]).column("sha256")
+            keys["pixels"][rows] = pixels.is_valid().to_numpy(zero_copy_only=False)
+            keys["code"][rows] = _sha_codes(pc.coalesce(pixels, files))
+            file_prefix[rows] = _sha_codes(files)["hi"]
+        candidates = np.flatnonzero(~excluded(data, self.name))
+        kept = self.kept_among(data, candidates, lambda rows, priority: exact_duplicates(
+            keys[rows], priority))
+        same_file = file_prefix == file_prefix[kept]
+        return {"kept": kept, "match": np.where(same_file, "bytes", "pixels")}
+
+
+@register
+class DedupPerceptual(_HashDedup):
+    """Re-encoded and resized copies by pHash + dHash; keep the best copy of each group."""
+
+    name = "dedup-perceptual"
+    reason = "near_duplicate_of"
+    params = (
+        Param("max_phash", int, PHASH_MAX_DISTANCE, "Max pHash Hamming distance.", low=0,
+              high=_BITS),
+        Param("max_dhash", int, DHASH_MAX_DISTANCE, "Max dHash Hamming distance (veto).",
+              low=0, high=_BITS),
+        Param("threads", int, None, "Decode threads (hashing).", low=1, runtime=True),
+    )
+
+    def combine(self, data: Collection, results: Any) -> dict[str, np.ndarray]:
+        """Groups are connected components of the near-pair graph, found with an exact
+        multi-index Hamming search (no N×N comparison)."""
+        phash, dhash = np.zeros(data.n, np.int64), np.zeros(data.n, np.int64)
+        valid = np.zeros(data.n, bool)
+        for part in data.parts:
+            table = data.part(part).signal("hashes", ["phash", "dhash"])
+            rows = data.rows_of(part)
+            valid[rows] = table.column("phash").is_valid().to_numpy(zero_copy_only=False)
+            phash[rows] = table.column("phash").fill_null(0).to_numpy()
+            dhash[rows] = table.column("dhash").fill_null(0).to_numpy()
+        candidates = np.flatnonzero(valid & ~excluded(data, self.name))
+        distance = np.zeros(data.n, np.int32)
+
+        def group(rows: np.ndarray, priority: np.ndarray) -> np.ndarray:
+            pairs = perceptual_pairs(phash[rows], dhash[rows], self["max_phash"],
+                                     self["max_dhash"])
+            sub_kept, distance[rows] = near_duplicates(len(rows), pairs, priority)
+            return sub_kept
+
+        kept = self.kept_among(data, candidates, group)
+        return {"kept": kept, "phash_distance": np.where(distance < 0, np.nan, distance)}

@@ -1,13 +1,18 @@
-"""CLIP score and the DataComp / LAION filter rules on it (SPEC.md §5.1)."""
+"""CLIP score (stage ``score``) and the DataComp / LAION filter on it (``filter-clip-score``,
+SPEC.md §5.1)."""
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-STAGE = "clip_score_filter"
+from ..engine.views import Collection, PartData
+from ..params import Param
+from ..stage import DecideStage, Decisions, MapStage, PartOutput, fail, register
+
+SIGNAL = "clip_score"
 
 
 def clip_scores(images: np.ndarray, texts: np.ndarray) -> np.ndarray:
@@ -50,24 +55,54 @@ def resolve_threshold(scores: np.ndarray, *, threshold: float | None = None,
     return threshold if threshold is not None else fraction_threshold(scores, fraction)
 
 
-def clip_score_decisions(uids: pa.Array, scores: np.ndarray, cut: float, *,
-                         fraction: float | None = None, config_hash: str = "") -> pa.Table:
-    """Keep ``score >= cut`` (LAION/DataComp use ``>=``); samples with no score drop."""
-    missing = np.isnan(scores)
-    keep = ~missing & (scores >= cut)
-    reasons = np.where(keep, "", np.where(missing, "clip_score_missing", "clip_score_below"))
-    evidence = [
-        json.dumps({"clip_score": None if m else round(float(s), 6),
-                    "threshold": round(float(cut), 6),
-                    **({"fraction": fraction} if fraction is not None else {})})
-        for s, m in zip(scores, missing, strict=True)
-    ]
-    n = len(uids)
-    return pa.table({
-        "uid": uids,
-        "stage": pa.array([STAGE] * n, pa.string()),
-        "verdict": pa.array(np.where(keep, "keep", "drop").tolist(), pa.string()),
-        "reason": pa.array(reasons.tolist(), pa.string()),
-        "evidence": pa.array(evidence, pa.string()),
-        "config_hash": pa.array([config_hash] * n, pa.string()),
-    })
+@register
+class Score(MapStage):
+    """CLIP score: the cosine of each image's and its caption's embeddings (NaN without a
+    caption, never a made-up score)."""
+
+    name = "score"
+    reads_embeddings = True
+    params = (Param("model", str, None, "Embeddings to score (default: the last embedded "
+                                        "model)."),)
+
+    def assemble(self, part: PartData, results: None) -> PartOutput:
+        scores = clip_scores(part.embeddings("image"), part.embeddings("text"))
+        return PartOutput(signals=pa.table({SIGNAL: scores}))
+
+
+@register
+class FilterClipScore(DecideStage):
+    """Keep pairs by CLIP score: ``>= threshold``, or DataComp's top fraction
+    ``keep_fraction``."""
+
+    name = "filter-clip-score"
+    requires = ("score",)
+    reason = "clip_score_below"
+    params = (
+        Param("threshold", float, None, "Keep score >= T (LAION: 0.28 with OpenAI ViT-B/32)."),
+        Param("keep_fraction", float, None, "Keep the top fraction F, as DataComp (e.g. 0.3).",
+              low=0, high=1, closed="right", aliases=("top",)),
+    )
+
+    def check(self) -> None:
+        if (self["threshold"] is None) == (self["keep_fraction"] is None):
+            fail("filter-clip-score needs exactly one of threshold (--threshold) and "
+                 "keep_fraction (--keep-fraction)")
+
+    def prepare(self, data: Collection) -> float:
+        scores = data.values("score", SIGNAL)
+        return resolve_threshold(scores, threshold=self["threshold"],
+                                 fraction=self["keep_fraction"])
+
+    def decide(self, part: PartData, cut: float) -> Decisions:
+        """Keep ``score >= cut`` (LAION/DataComp use ``>=``); samples with no score drop."""
+        scores = part.values("score", SIGNAL)
+        missing = np.isnan(scores)
+        keep = ~missing & (scores >= cut)
+        evidence: dict[str, Any] = {"clip_score": scores, "threshold": round(float(cut), 6)}
+        if self["keep_fraction"] is not None:
+            evidence["fraction"] = self["keep_fraction"]
+        return Decisions(~keep, np.where(missing, "clip_score_missing", self.reason), evidence)
+
+    def summarize(self, data: Collection, cut: float) -> dict[str, Any]:
+        return {"threshold": cut}
