@@ -1,5 +1,5 @@
-"""pairsift.io.images against the shared fixtures: DESIGN.md §7 (reliability rules) and the
-expected outcome of each file in shared/data/README.md."""
+"""pairsift.io.images against the real fixtures in tests/data: DESIGN.md §7 (reliability rules) and the
+expected outcome of each file in tests/data/README.md."""
 
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ from pairsift.io.images import (
     probe_image,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parent / "data"  # see data/README.md
 BAD_EXIF = pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow warns; not a failure
 
-# shared/data/README.md: "error" fixtures and their reason.
+# tests/data/README.md: "error" fixtures and their reason.
 ERRORS = [
     ("pillow/truncated_jpeg.jpg", "truncated"),
     ("pillow/truncated_image.png", "truncated"),
@@ -40,7 +40,7 @@ ERRORS = [
     ("imagededup/mixed_images/ukbench09268_corrupt.jpg", "unidentified"),
 ]
 
-# shared/data/README.md: "readable" fixtures, with their upright size and format from bytes.
+# tests/data/README.md: "readable" fixtures, with their upright size and format from bytes.
 READABLE = [
     ("pillow/pil_sample_cmyk.jpg", (100, 100), "JPEG"),
     ("pillow/hopper_gray.jpg", (128, 128), "JPEG"),
@@ -108,7 +108,7 @@ def reason_of(data: bytes, **kwargs: object) -> str:
 
 @pytest.mark.parametrize(("name", "reason"), ERRORS)
 def test_error_fixture_gets_its_reason(name: str, reason: str) -> None:
-    """shared/data/README.md: every error fixture gets its reason, from decode and probe."""
+    """tests/data/README.md: every error fixture gets its reason, from decode and probe."""
     data = read(name)
     assert reason_of(data) == reason
     assert reason_of(data, draft=(64, 64)) == reason
@@ -120,7 +120,7 @@ def test_error_fixture_gets_its_reason(name: str, reason: str) -> None:
 
 @pytest.mark.parametrize(("name", "size", "fmt"), READABLE)
 def test_readable_fixture_is_upright_rgb(name: str, size: tuple[int, int], fmt: str) -> None:
-    """shared/data/README.md: readable fixtures decode to loaded RGB of the upright size."""
+    """tests/data/README.md: readable fixtures decode to loaded RGB of the upright size."""
     decoded = decode_image(read(name))
     assert decoded.image.mode == "RGB"
     assert (decoded.width, decoded.height) == size == decoded.image.size
@@ -164,7 +164,7 @@ def test_orientation_6_is_stored_pixels_rotated_clockwise() -> None:
 
 
 def test_ukbench09268_is_portrait_after_orientation() -> None:
-    """shared/data/README.md: ukbench09268.jpg is stored 640x480, upright 480x640."""
+    """tests/data/README.md: ukbench09268.jpg is stored 640x480, upright 480x640."""
     name = "imagededup/base_images/ukbench09268.jpg"
     assert raw(name).size == (640, 480)
     assert decode_image(read(name)).image.size == (480, 640)
@@ -175,7 +175,7 @@ def test_ukbench09268_is_portrait_after_orientation() -> None:
 
 @pytest.mark.filterwarnings("error")
 def test_bad_exif_does_not_fail_even_when_warnings_are_errors() -> None:
-    """shared/data/README.md: Pillow's "Corrupt EXIF data" warning must not fail the sample."""
+    """tests/data/README.md: Pillow's "Corrupt EXIF data" warning must not fail the sample."""
     decoded = decode_image(read("pillow/hopper_bad_exif.jpg"))
     assert decoded.image.size == (500, 500)
 
@@ -298,7 +298,7 @@ def test_animated_gif_gives_first_frame() -> None:
 
 
 def test_format_comes_from_bytes_not_extension() -> None:
-    """shared/data/README.md: ukbench09380.png holds JPEG bytes; the .webp is the same photo."""
+    """tests/data/README.md: ukbench09380.png holds JPEG bytes; the .webp is the same photo."""
     as_png = decode_image(read("imagededup/formats_images/ukbench09380.png"))
     as_webp = decode_image(read("imagededup/formats_images/ukbench09380.webp"))
     assert as_png.format == "JPEG" and image_extension(as_png.format) == "jpg"
