@@ -1,4 +1,4 @@
-"""Recipes: a whole curation in one YAML file, validated before anything runs (DESIGN.md §4).
+"""Recipes: a whole curation in one YAML file, validated before anything runs (docs/design.md §4).
 
 ```yaml
 sources:                       # ingest options per source; paths relative to the recipe

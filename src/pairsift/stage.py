@@ -1,5 +1,5 @@
 """Stages: one object type and one registry for every command that computes or decides
-(DESIGN.md §4).
+(docs/design.md §4).
 
 A stage has a ``name`` (the recipe key; the CLI command is the name with its first dash as a
 space, ``dedup-semantic`` → ``pairsift dedup semantic``; the Python function is the name with

@@ -1,6 +1,6 @@
 """uids as 16 bytes: how global stages and the DataComp export hold a uid per sample.
 
-A uid is 32 lowercase hex characters (DataComp's convention, DESIGN.md §2). As an Arrow string
+A uid is 32 lowercase hex characters (DataComp's convention, docs/design.md §2). As an Arrow string
 it costs 36 bytes per sample, as a Python str ~80; as two big-endian uint64 words it costs 16,
 which is what a 100M-sample collection can afford, and sorting the words sorts the uids.
 """

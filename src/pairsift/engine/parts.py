@@ -2,7 +2,7 @@
 
 This is the one place where a per-sample failure — an image that no longer reads or decodes,
 an OCR engine or model raising on one input — becomes an error row with a reason while the
-stage goes on (DESIGN.md §4). A batch that raises is retried sample by sample, so one bad
+stage goes on (docs/design.md §4). A batch that raises is retried sample by sample, so one bad
 sample costs its batch a second pass, never the run. A part where *every* sample fails with
 the same unexpected exception is a bug in the stage, not bad data: it is raised.
 """

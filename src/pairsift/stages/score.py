@@ -1,5 +1,5 @@
 """CLIP score (stage ``score``) and the DataComp / LAION filter on it (``filter-clip-score``,
-SPEC.md §5.1)."""
+docs/algorithms.md §5.1)."""
 
 from __future__ import annotations
 
