@@ -19,7 +19,7 @@ def test_demo_runs_offline_end_to_end_and_resumes(tmp_path):
         assert line in result.output
     ws = Workspace.open(tmp_path / "demo" / "workspace")
     stages = set(ws.decision_stages())
-    assert stages == {"clip_score_filter", "exact_dedup", "semdedup"}
+    assert stages == {"filter-clip-score", "dedup-exact", "dedup-semantic"}
     shards = sorted((tmp_path / "demo" / "export").glob("*.tar"))
     with tarfile.open(shards[0]) as tf:
         assert any(n.endswith(".json") for n in tf.getnames())

@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from pairsift.engine.parts import decision_table
 from pairsift.stages.score import (
     clip_score_decisions,
     clip_scores,
@@ -59,7 +60,8 @@ def test_clip_scores_cosine_and_missing():
 def test_threshold_is_inclusive_like_laion():
     """docs/algorithms.md §5.1: DataComp's laion2b filter keeps score >= 0.28."""
     scores = np.array([0.28, 0.2799, np.nan], np.float32)
-    table = clip_score_decisions(pa.array(["a", "b", "c"]), scores, 0.28)
+    table = decision_table("filter-clip-score", "run", pa.array(["a", "b", "c"]),
+                           clip_score_decisions(scores, 0.28))
     assert table.column("verdict").to_pylist() == ["keep", "drop", "drop"]
     assert table.column("reason").to_pylist() == ["", "clip_score_below", "clip_score_missing"]
     evidence = json.loads(table.column("evidence")[1].as_py())

@@ -13,6 +13,7 @@ Every stage function returns a :class:`~pairsift.stage.StageSummary` (``ingest``
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,13 @@ def stage_function(name: str) -> Callable[..., Any]:
     """``pairsift.<name>(workspace, **options)``: build the stage, then run it."""
     cls = get_stage(name)
 
+    renamed = {alias: p.name for p in cls.params for alias in p.aliases}
+
     def call(*args: Any, **options: Any) -> Any:
+        for old in [k for k in options if k in renamed]:
+            warnings.warn(f"{name}: option {old!r} is now called {renamed[old]!r}",
+                          FutureWarning, stacklevel=2)
+            options[renamed[old]] = options.pop(old)
         bound = signature.bind(*args, **options)
         bound.apply_defaults()
         values = dict(bound.arguments)
@@ -73,7 +80,8 @@ globals().update(_STAGES)
 COMMANDS = {
     "calibrate": "search", "classify": "search", "index": "search", "search": "search",
     "serve": "search", "demo": "demo", "explain": "explain", "export": "export",
-    "parrot_audit": "parrot", "parrot_rates": "parrot", "report": "report",
+    "parrot_audit": "parrot", "parrot_rates": "parrot", "report": "report", "run": "run",
+    "undo": "run",
 }
 __all__ = sorted([*_STAGES, *COMMANDS])
 

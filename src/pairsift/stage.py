@@ -184,6 +184,9 @@ class GlobalStage(Stage):
     """Needs the collection, but decomposes into independent tasks (clusters, batches of them)."""
 
     kind = "global"
+    # the options the tasks' results depend on (None: all of them). SemDeDup's scores do not
+    # depend on eps, so a new eps re-decides from the finished tasks instead of re-scoring.
+    task_options: ClassVar[tuple[str, ...] | None] = None
 
     def plan(self, data: Collection) -> list[Any]:
         """Small, picklable task descriptions; each one's result is checkpointed."""

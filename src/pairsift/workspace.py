@@ -285,6 +285,11 @@ class Workspace:
         for part in self.part_ids():
             yield part, self.read_part(part, columns)
 
+    def uids(self) -> pa.Array:
+        """Every readable sample's uid, in part order (36 bytes a sample, as Arrow strings)."""
+        columns = [t.column("uid") for _, t in self.iter_parts(["uid"])]
+        return pa.chunked_array(columns, pa.string()).combine_chunks()
+
     def parts_fingerprint(self) -> str:
         """Names the set of parts: a run made from other parts is stale."""
         return config_hash({"parts": [[p, self.part_rows(p)] for p in self.part_ids()]})

@@ -13,7 +13,9 @@ import typer
 from rich.table import Table
 
 from .. import api
+from ..stage import get_stage, option_lines, stage_names
 from .app import GROUPS, Quiet, Workspace, app, console, friendly_errors
+from .stages import PRINTERS, print_default
 
 parrot_app = GROUPS["parrot"]
 
@@ -290,3 +292,57 @@ def demo(
 
 if __name__ == "__main__":
     app()
+
+
+@app.command()
+@friendly_errors
+def run(
+    recipe: Annotated[Path, typer.Argument(help="Recipe file (YAML): sources, model, stages, "
+                                                "export, report.")],
+    workspace: Workspace,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the recipe and print what "
+                                                            "would run; write nothing.")] = False,
+    engine: Annotated[str, typer.Option(help="Where stages run: local.")] = "local",
+    quiet: Quiet = False,
+) -> None:
+    """Run a whole curation from a recipe; finished steps are skipped, so a killed run resumes."""
+    r = api.run(recipe, workspace, dry_run=dry_run, engine=engine, progress=not quiet)
+    table = Table("line", "step", "options", "status",
+                  title=f"{r.recipe.name} (recipe {r.digest}) → {r.workspace}")
+    for step in r.plan:
+        given = {k: v for k, v in step.options.items() if v is not None}
+        table.add_row(str(step.line), step.name, json.dumps(given, default=str),
+                      {"cached": "cached (skipped)", "runs": "runs",
+                       "resumes": "resumes"}[step.status])
+    console.print(table)
+    if dry_run:
+        return
+    for s in r.summaries:
+        PRINTERS.get(getattr(s, "stage", "ingest"), print_default)(s)
+    for e in r.exports:
+        console.print(f"exported {e.exported:,} samples as {e.format} → {e.out}")
+    if r.report is not None:
+        console.print(f"report → {r.report}")
+
+
+@app.command()
+@friendly_errors
+def undo(
+    stage: Annotated[str, typer.Argument(help="The stage whose current run to remove, e.g. "
+                                              "'dedup semantic' or dedup-semantic.")],
+    workspace: Workspace,
+) -> None:
+    """Remove a stage's current decisions and signals (exports and reports stop seeing them)."""
+    removed = api.undo(workspace, stage)
+    console.print(f"{stage}: removed run {removed}" if removed else f"{stage} has no current "
+                  "run: nothing to undo")
+
+
+@app.command()
+def stages() -> None:
+    """Every stage with its options: the CLI flags, the Python keywords and the recipe keys."""
+    for name in stage_names():
+        cls = get_stage(name)
+        console.print(f"[bold]{name}[/bold] ({cls.kind}): {(cls.__doc__ or '').split(chr(10))[0]}")
+        for line in option_lines(cls):
+            console.print(f"    {line}", soft_wrap=True)

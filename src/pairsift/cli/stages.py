@@ -49,7 +49,7 @@ def _command(cls: type[Stage]) -> Any:
         quiet, engine = values.pop("quiet"), values.pop("engine")
         summary = getattr(api, python_name(cls.name))(**values, engine=engine,
                                                       progress=not quiet)
-        PRINTERS.get(cls.name, _print_default)(summary)
+        PRINTERS.get(cls.name, print_default)(summary)
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__doc__ = (cls.__doc__ or cls.name).strip().split("\n\n")[0]
@@ -68,7 +68,7 @@ def _cached(s: StageSummary) -> str:
     return " (finished before with the same options: nothing recomputed)" if s.cached else ""
 
 
-def _print_default(s: StageSummary) -> None:
+def print_default(s: StageSummary) -> None:
     if s.dropped is not None:
         console.print(f"{s.stage}: kept {s.kept:,}, dropped {s.dropped:,}{_cached(s)}")
     else:

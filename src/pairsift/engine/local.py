@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from ..stage import DecideStage, GlobalStage, MapStage, PartOutput, Stage, StageSummary
 from ..uids import UidSet, uid_codes
-from ..workspace import Workspace, atomic_write
+from ..workspace import Workspace, atomic_write, config_hash
 from .parts import IMAGE_LOCATION, LOCATION, error_table, process_part, write_output
 from .threads import default_threads, ordered_map, progress_bar
 from .views import Collection, PartData
@@ -111,7 +111,7 @@ class LocalEngine:
         data = Collection(ws, stage.name, run, inputs)
         stage.setup(inputs)
         tasks = stage.plan(data)
-        folder = ws.task_dir(stage.name, run)
+        folder = ws.task_dir(stage.name, task_id(stage, inputs))
 
         def one(i: int) -> dict[str, np.ndarray]:
             path = folder / f"task-{i:05d}.npz"
@@ -158,6 +158,12 @@ class LocalEngine:
         if stage.decides:
             summary.kept, summary.dropped = data.n - dropped, dropped
         return summary
+
+
+def task_id(stage: GlobalStage, inputs: dict[str, Any]) -> str:
+    """Names a global stage's checkpointed tasks: its inputs and the options they read."""
+    names = stage.task_options if stage.task_options is not None else stage.config
+    return config_hash({"tasks": {k: stage.config[k] for k in names}, "inputs": inputs})
 
 
 def _map_columns(stage: MapStage) -> tuple[str, ...]:

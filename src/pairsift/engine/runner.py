@@ -85,7 +85,8 @@ def _missing_parts(ws: Workspace, stage: Stage, run: str, inputs: dict[str, Any]
 def cached_summary(ws: Workspace, stage: str, run: str) -> StageSummary:
     recorded = dict(ws.run_record(stage, run).get("summary") or {})
     fields = {k: recorded.pop(k) for k in list(recorded) if k in StageSummary.__dataclass_fields__}
-    fields.update(stage=stage, run=run, cached=True, details=recorded)
+    fields.update(stage=stage, run=run, cached=True, details=recorded,
+                  parts_done=0, parts_skipped=len(ws.part_ids()), failed=0)
     return StageSummary(**fields)
 
 

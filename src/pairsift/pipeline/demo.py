@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..synth import make_corpus
-from ..workspace import Workspace
-from .export import export
-from .report import report
+from ..workspace import Workspace, atomic_write
 
 
 @dataclass
@@ -25,44 +24,50 @@ class DemoResult:
     dropped_examples: list[dict] = field(default_factory=list)
 
 
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
+
+
 def demo(directory: str | Path = "pairsift-demo", *, model: str = "default", top: float = 0.75,
          progress: bool = True) -> DemoResult:
-    """Make a corpus from photos shipped in installed packages and curate it, offline:
-    ingest → embed → CLIP score (keep the top ``top``) → exact dedup → semantic dedup →
-    export → report. Re-running on the same directory resumes; finished work is not redone.
+    """Make a corpus from photos shipped in installed packages and curate it, offline, with the
+    demo recipe (written to ``DIR/demo.yaml``): ingest → embed → CLIP score (keep the top
+    ``top``) → exact dedup → semantic dedup → export → report. Re-running resumes: finished
+    steps are skipped.
     """
-    from ..api import cluster, dedup_exact, dedup_semantic, embed, filter_clip_score, ingest, score
+    from .run import run
 
     directory = Path(directory).resolve()
     corpus_dir = directory / "corpus"
     if not (corpus_dir / "captions.csv").exists():
         make_corpus(corpus_dir, layout="folder")
-    ws_dir = directory / "workspace"
-    summary = ingest(corpus_dir / "images", ws_dir, name="demo",
-                     captions=corpus_dir / "captions.csv", progress=progress)
-    embed(ws_dir, model=model, progress=progress)
-    score(ws_dir, progress=progress)
-    funnel = [("samples in", summary.total), ("readable", summary.samples)]
-    ws = Workspace.open(ws_dir)
-    decided = filter_clip_score(ws_dir, keep_fraction=top, progress=progress)
-    funnel.append((f"CLIP score in the top {top:.0%} (>= {decided.threshold:.3f})",
-                   _left(ws)))
-    dedup_exact(ws_dir, progress=progress)
-    funnel.append(("no exact duplicate", _left(ws)))
-    cluster(ws_dir, target_size=20, progress=progress)
-    semantic = dedup_semantic(ws_dir, progress=progress)
-    funnel.append((f"no semantic duplicate (SemDeDup, eps={semantic.eps:g})", _left(ws)))
-    exported = export(ws_dir, directory / "export", format="webdataset")
-    funnel.append(("exported (WebDataset)", exported.exported))
-    page = report(ws_dir, progress=progress)
-    return DemoResult(directory=directory, workspace=ws_dir, export=directory / "export",
-                      report=page, errors=summary.errors, funnel=funnel,
+    recipe = directory / "demo.yaml"
+    text = RECIPE.read_text().replace("model: default", f"model: {model}").replace(
+        "keep_fraction: 0.75", f"keep_fraction: {top}")
+    atomic_write(recipe, lambda tmp: tmp.write_text(text))
+    result = run(recipe, directory / "workspace", progress=progress)
+    ws = Workspace.open(result.workspace)
+    ingested = result.summaries[0]
+    return DemoResult(directory=directory, workspace=ws.root, export=result.exports[0].out,
+                      report=result.report, errors=ingested.errors,
+                      funnel=_funnel(ws, ingested, result.exports[0].exported, top),
                       dropped_examples=_lowest_scores(ws, 5))
 
 
-def _left(ws: Workspace) -> int:
-    ws.refresh()
-    return ws.num_samples() - ws.num_dropped()
+def _funnel(ws: Workspace, ingested: Any, exported: int, top: float) -> list[tuple[str, int]]:
+    """Samples left after each step, each decision adding its drops to the earlier ones'."""
+    threshold = ws.run_record("filter-clip-score")["summary"]["threshold"]
+    eps = ws.run_record("dedup-semantic")["summary"]["eps"]
+    labels = {"filter-clip-score": f"CLIP score in the top {top:.0%} (>= {threshold:.3f})",
+              "dedup-exact": "no exact duplicate",
+              "dedup-semantic": f"no semantic duplicate (SemDeDup, eps={eps:g})"}
+    left = dict.fromkeys(labels, 0)
+    for part in ws.part_ids():
+        dropped = np.zeros(ws.part_rows(part), bool)
+        for stage in labels:
+            dropped |= ws.dropped(part, [stage])
+            left[stage] += int((~dropped).sum())
+    return [("samples in", ingested.total), ("readable", ingested.samples),
+            *((labels[s], n) for s, n in left.items()), ("exported (WebDataset)", exported)]
 
 
 def _lowest_scores(ws: Workspace, n: int) -> list[dict]:

@@ -44,8 +44,8 @@ def parrot_rates(workspace: str | Path, *, by: str = "source",
 
 def parrot_audit(*, model: str = "default", device: str = "cpu", out: str | Path | None = None,
                  words: list[str] | None = None) -> AuditResult:
-    """The synthetic text benchmark (docs/algorithms.md §4.1) for encoder ``model``; with ``out``, writes
-    ``parrot_audit.json`` (numbers) and ``parrot_audit.png`` (plot) there."""
+    """The synthetic text benchmark (docs/algorithms.md §4.1) for encoder ``model``; with
+    ``out``, writes ``parrot_audit.json`` (numbers) and ``parrot_audit.png`` (plot) there."""
     result = sync_scores(load_encoder(model, device), words or list(WORDS))
     if out is not None:
         folder = Path(out)

@@ -118,3 +118,16 @@ def _status(step: Step, ws: Workspace) -> str:
         return "cached"
     record = ws.run_record(step.stage.name, run)
     return "resumes" if record is not None else "runs"
+
+
+def undo(workspace: str | Path, stage: str) -> str | None:
+    """Forget ``stage``'s current run (its signals and decisions), so exports and the report
+    no longer see it; returns the run removed (None when the stage had none).
+
+    >>> from pairsift import undo  # doctest: +SKIP
+    >>> undo("ws", "dedup-semantic")  # doctest: +SKIP
+    """
+    name = get_stage(stage).name
+    ws = Workspace.open(workspace)
+    with ws.lock(name, f"undo {cli_name(name)}"):
+        return ws.clear_stage(name)

@@ -34,8 +34,7 @@ class ReportData:
 
     @cached_property
     def uids(self) -> pa.Array:
-        columns = [t.column("uid") for _, t in self.ws.iter_parts(["uid"])]
-        return pa.chunked_array(columns, pa.string()).combine_chunks()
+        return self.ws.uids()
 
     @property
     def n(self) -> int:

@@ -87,7 +87,7 @@ def _setting_threshold(stage: str, *keys: str) -> Callable[[ReportData], float |
 
 
 def _semdedup_threshold(data: ReportData) -> float | None:
-    eps = data.setting("semdedup", "eps")
+    eps = data.setting("dedup-semantic", "eps")
     return None if eps is None else 1.0 - float(eps)
 
 
@@ -95,28 +95,29 @@ def _eps_sweep(data: ReportData, max_sim: np.ndarray, threshold: float | None) -
     from ..stages.semdedup import eps_sweep  # lazy: the stage module imports torch
 
     eps = np.geomspace(1e-4, 0.5, 80)
-    strict = data.setting("semdedup", "strict")
+    strict = data.setting("dedup-semantic", "strict")
     kept = eps_sweep(np.nan_to_num(max_sim), eps, strict=strict is not False)
     chosen = None if threshold is None else 1.0 - threshold
     return plot(plots.sweep(eps, kept, chosen), "kept fraction for each epsilon")
 
 
 SIGNALS: tuple[SignalSpec, ...] = (
-    SignalSpec("clip_score", "clip_score", "CLIP score", "clip_score_filter", "below",
-               _setting_threshold("clip_score_filter", "threshold"),
+    SignalSpec("score", "clip_score", "CLIP score", "filter-clip-score", "below",
+               _setting_threshold("filter-clip-score", "threshold"),
                "Cosine of each image with its caption: low scores are captions that do not "
                "describe the image."),
-    SignalSpec("semdedup", "max_sim", "SemDeDup: max similarity", "semdedup", "above",
+    SignalSpec("dedup-semantic", "max_sim", "SemDeDup: max similarity", "dedup-semantic",
+               "above",
                _semdedup_threshold,
                "Highest cosine of each sample to a better-ranked one in its cluster; above "
                "1 − ε it is a semantic duplicate. The curve shows what each ε would keep.",
                extra=_eps_sweep),
-    SignalSpec("parrot", "cotr", "CoTR: parrot captions", "parrot_filter", "above",
-               _setting_threshold("parrot_filter", "cotr_threshold", "threshold"),
+    SignalSpec("parrot-spot", "cotr", "CoTR: parrot captions", "filter-parrot", "above",
+               _setting_threshold("filter-parrot", "threshold"),
                "Share of caption words that are also written in the image: high values are "
                "parrot captions that teach a model to read instead of to see."),
-    SignalSpec("parrot", "text_area", "Text area", "text_dominated_filter", "above",
-               _setting_threshold("text_dominated_filter", "max_text_area"),
+    SignalSpec("parrot-spot", "text_area", "Text area", "filter-text-dominated", "above",
+               _setting_threshold("filter-text-dominated", "threshold"),
                "Share of each image covered by spotted words: above the threshold the image "
                "is mostly text."),
 )

@@ -74,7 +74,7 @@ class Decisions:
 
     def __init__(self, ws: Workspace):
         self.ws = ws
-        self.version: tuple = ()
+        self.version: tuple | None = None
         self._reasons: list[str] = []
         self._bits: dict[int, np.ndarray] = {}
         self.refresh()
@@ -82,7 +82,7 @@ class Decisions:
     def refresh(self) -> tuple:
         self.ws.refresh()
         stages = self.ws.decision_stages()
-        version = tuple((s, self.ws.current_run(s)) for s in stages)
+        version = (tuple(self.ws.part_ids()), *((s, self.ws.current_run(s)) for s in stages))
         if version != self.version:
             reasons: list[str] = []
             bits = {}

@@ -282,8 +282,8 @@ def _sum(data: Collection, read: Any) -> int:
 @register
 class ParrotSpot(MapStage):
     """Spot text in every image and compare it with the caption: words, boxes, co-embedded
-    words, CoTR (docs/algorithms.md §4.2) and text area. Spotting runs once; the filters re-decide in
-    seconds with any threshold."""
+    words, CoTR (docs/algorithms.md §4.2) and text area. Spotting runs once; the filters
+    re-decide in seconds with any threshold."""
 
     name = SPOT
     columns = ("caption",)
@@ -342,10 +342,10 @@ class ParrotSpot(MapStage):
 
 @register
 class ParrotRelative(MapStage):
-    """Re-score images with text removed (docs/algorithms.md §4.3): RSA (all spotted words inpainted), RSC
-    (only the co-embedded ones) and random boxes of the same sizes, for every captioned image
-    with spotted text; others get NaN. All four scores come from one forward pass of the same
-    preprocessing, so S0 is the model's score of the untouched image."""
+    """Re-score images with text removed (docs/algorithms.md §4.3): RSA (all spotted words
+    inpainted), RSC (only the co-embedded ones) and random boxes of the same sizes, for every
+    captioned image with spotted text; others get NaN. All four scores come from one forward
+    pass of the same preprocessing, so S0 is the model's score of the untouched image."""
 
     name = "parrot-relative"
     requires = (SPOT,)

@@ -55,6 +55,18 @@ def resolve_threshold(scores: np.ndarray, *, threshold: float | None = None,
     return threshold if threshold is not None else fraction_threshold(scores, fraction)
 
 
+def clip_score_decisions(scores: np.ndarray, cut: float, *,
+                         fraction: float | None = None) -> Decisions:
+    """Keep ``score >= cut`` (LAION/DataComp use ``>=``); samples with no score drop."""
+    missing = np.isnan(scores)
+    keep = ~missing & (scores >= cut)
+    evidence: dict[str, Any] = {"clip_score": scores, "threshold": round(float(cut), 6)}
+    if fraction is not None:
+        evidence["fraction"] = fraction
+    return Decisions(~keep, np.where(missing, "clip_score_missing", "clip_score_below"),
+                     evidence)
+
+
 @register
 class Score(MapStage):
     """CLIP score: the cosine of each image's and its caption's embeddings (NaN without a
@@ -95,14 +107,8 @@ class FilterClipScore(DecideStage):
                                  fraction=self["keep_fraction"])
 
     def decide(self, part: PartData, cut: float) -> Decisions:
-        """Keep ``score >= cut`` (LAION/DataComp use ``>=``); samples with no score drop."""
-        scores = part.values("score", SIGNAL)
-        missing = np.isnan(scores)
-        keep = ~missing & (scores >= cut)
-        evidence: dict[str, Any] = {"clip_score": scores, "threshold": round(float(cut), 6)}
-        if self["keep_fraction"] is not None:
-            evidence["fraction"] = self["keep_fraction"]
-        return Decisions(~keep, np.where(missing, "clip_score_missing", self.reason), evidence)
+        return clip_score_decisions(part.values("score", SIGNAL), cut,
+                                    fraction=self["keep_fraction"])
 
     def summarize(self, data: Collection, cut: float) -> dict[str, Any]:
         return {"threshold": cut}

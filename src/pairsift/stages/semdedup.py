@@ -364,6 +364,7 @@ class DedupSemantic(ClusterDedup):
     seconds; prints the eps sweep (eps → kept fraction)."""
 
     name = "dedup-semantic"
+    task_options = ("order", "rank_by", "tie_break")
     params = (
         Param("eps", float, None, "Drop if cosine > 1 − eps to an earlier-ranked member "
                                   "(default: the model's).", low=0, high=1, closed="neither"),
