@@ -89,8 +89,8 @@ def add_curation(root: Path, corpus: Path) -> None:
     semdedup = {u: {"of": group[u], "similarity": s, "eps": 0.08} for u, s in max_sim.items()
                 if s > 0.92}
     write_signal(ws, "dedup-semantic", {"clusters": "synthetic"}, {"max_sim": max_sim})
-    write_decisions(ws, "dedup-semantic", {"clusters": "synthetic"}, semdedup,
-                    "semantic_duplicate_of", {"eps": 0.08, "dropped": len(semdedup)})  # as the pipeline: ε in summary
+    write_decisions(ws, "dedup-semantic", {"clusters": "synthetic"}, semdedup,  # ε in the
+                    "semantic_duplicate_of", {"eps": 0.08, "dropped": len(semdedup)})  # summary
     write_decisions(ws, "dedup-exact", {"keep": "lowest uid"},
                     {u: {"of": group[u], "match": "bytes"} for u, r in rows.items()
                      if r["kind"] == "exact_duplicate"}, "exact_duplicate_of")
