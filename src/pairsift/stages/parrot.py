@@ -354,7 +354,8 @@ class ParrotRelative(MapStage):
     per_sample = True
     batch = 16
     params = (
-        Param("model", str, None, "Encoder (default: the embedded one, else 'default')."),
+        Param("model", str, None, "Encoder (default: the embedded one, else 'default').",
+              runtime=True),  # resolved into the run's inputs
         Param("inpainter", str, "telea", "OpenCV inpainting method.", choices=("telea", "ns")),
         Param("radius", float, 3.0, "Inpainting radius in pixels.", low=0, closed="neither"),
         Param("seed", int, 0, "Seed of the random-box baseline."),

@@ -74,8 +74,9 @@ class Score(MapStage):
 
     name = "score"
     reads_embeddings = True
+    # the model is resolved into the run's inputs, so it is not part of the config as well
     params = (Param("model", str, None, "Embeddings to score (default: the last embedded "
-                                        "model)."),)
+                                        "model).", runtime=True),)
 
     def assemble(self, part: PartData, results: None) -> PartOutput:
         scores = clip_scores(part.embeddings("image"), part.embeddings("text"))
