@@ -35,12 +35,17 @@ def uid_codes(uids: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 def uid_strings(codes: np.ndarray) -> pa.Array:
     """The inverse of :func:`uid_codes`."""
-    raw = np.ascontiguousarray(codes, UID_DTYPE).view(np.uint8).reshape(-1, 16)
-    chars = np.empty((len(raw), 32), np.uint8)
+    return hex_strings(np.ascontiguousarray(codes, UID_DTYPE).view(np.uint8).reshape(-1, 16))
+
+
+def hex_strings(raw: np.ndarray) -> pa.Array:
+    """Rows of bytes (an (n, k) uint8 array) as lowercase hex strings, vectorised."""
+    n, k = raw.shape
+    chars = np.empty((n, 2 * k), np.uint8)
     chars[:, 0::2] = _HEX[raw >> 4]
     chars[:, 1::2] = _HEX[raw & 15]
-    offsets = np.arange(0, 32 * len(raw) + 1, 32, dtype=np.int32)
-    return pa.StringArray.from_buffers(len(raw), pa.py_buffer(offsets), pa.py_buffer(chars))
+    offsets = np.arange(0, 2 * k * n + 1, 2 * k, dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(chars))
 
 
 class UidSet:

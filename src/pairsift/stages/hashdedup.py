@@ -346,19 +346,33 @@ class _HashDedup(GlobalStage):
                     part: int) -> PartOutput:
         rows = data.rows_of(part)
         kept = state["kept"][rows]
-        evidence = {"of": uid_strings(data.uid_codes()[kept])}
-        evidence |= {name: values[rows] for name, values in state.items() if name != "kept"}
+        evidence = {"of": uid_strings(data.uid_codes()[kept]), **self.evidence(state, rows)}
         own = np.arange(rows.start, rows.stop)
         return PartOutput(decisions=Decisions(kept != own, self.reason, evidence))
 
+    def evidence(self, state: dict[str, np.ndarray], rows: slice) -> dict[str, Any]:
+        return {}
+
     def kept_among(self, data: Collection, candidates: np.ndarray,
                    group: Any) -> np.ndarray:
-        """Kept row of every row: ``group(candidates, priority)`` picks among the rows no
-        earlier dedup stage dropped; every other row keeps itself."""
+        """Kept row of every row: ``group(candidates, rank)`` picks among the rows no
+        earlier dedup stage dropped (``rank``: their keep-policy rank); the others keep
+        themselves."""
         kept = np.arange(data.n)
-        priority = -keep_rank(data)[candidates].astype(np.float64)
-        kept[candidates] = candidates[group(candidates, priority)]
+        kept[candidates] = candidates[group(candidates, keep_rank(data)[candidates])]
         return kept
+
+
+def first_of_groups(keys: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """Index of the best-ranked item with the same key, for each item (one sort, no hash
+    table: 16-byte keys and an 8-byte rank are all it holds per item)."""
+    by_key = np.lexsort((rank, keys["lo"], keys["hi"]))
+    starts = np.ones(len(keys), bool)
+    starts[1:] = keys[by_key][1:] != keys[by_key][:-1]
+    first = by_key[np.flatnonzero(starts)[np.cumsum(starts) - 1]]
+    kept = np.empty(len(keys), np.int64)
+    kept[by_key] = first
+    return kept
 
 
 def _sha_codes(hex_digests: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -378,20 +392,21 @@ class DedupExact(_HashDedup):
     def combine(self, data: Collection, results: Any) -> dict[str, np.ndarray]:
         """Pixel identity covers byte identity (equal bytes decode to equal pixels); an image
         that no longer decodes is grouped by its file's sha256 instead."""
-        keys = np.empty(data.n, [("pixels", "?"), ("code", UID_DTYPE)])
+        keys = np.empty(data.n, UID_DTYPE)
         file_prefix = np.empty(data.n, ">u8")
         for part in data.parts:
             rows = data.rows_of(part)
             pixels = data.part(part).signal("hashes", ["pixel_sha256"]).column("pixel_sha256")
             files = data.ws.read_part(part, ["sha256"]).column("sha256")
-            keys["pixels"][rows] = pixels.is_valid().to_numpy(zero_copy_only=False)
-            keys["code"][rows] = _sha_codes(pc.coalesce(pixels, files))
+            keys[rows] = _sha_codes(pc.coalesce(pixels, files))
             file_prefix[rows] = _sha_codes(files)["hi"]
         candidates = np.flatnonzero(~excluded(data, self.name))
-        kept = self.kept_among(data, candidates, lambda rows, priority: exact_duplicates(
-            keys[rows], priority))
-        same_file = file_prefix == file_prefix[kept]
-        return {"kept": kept, "match": np.where(same_file, "bytes", "pixels")}
+        kept = self.kept_among(data, candidates, lambda rows, rank: first_of_groups(
+            keys[rows], rank))
+        return {"kept": kept, "same_file": file_prefix == file_prefix[kept]}
+
+    def evidence(self, state: dict[str, np.ndarray], rows: slice) -> dict[str, Any]:
+        return {"match": np.where(state["same_file"][rows], "bytes", "pixels")}
 
 
 @register
@@ -422,11 +437,15 @@ class DedupPerceptual(_HashDedup):
         candidates = np.flatnonzero(valid & ~excluded(data, self.name))
         distance = np.zeros(data.n, np.int32)
 
-        def group(rows: np.ndarray, priority: np.ndarray) -> np.ndarray:
+        def group(rows: np.ndarray, rank: np.ndarray) -> np.ndarray:
             pairs = perceptual_pairs(phash[rows], dhash[rows], self["max_phash"],
                                      self["max_dhash"])
-            sub_kept, distance[rows] = near_duplicates(len(rows), pairs, priority)
+            sub_kept, distance[rows] = near_duplicates(len(rows), pairs, -rank.astype(float))
             return sub_kept
 
         kept = self.kept_among(data, candidates, group)
-        return {"kept": kept, "phash_distance": np.where(distance < 0, np.nan, distance)}
+        return {"kept": kept, "distance": distance}
+
+    def evidence(self, state: dict[str, np.ndarray], rows: slice) -> dict[str, Any]:
+        distance = state["distance"][rows]
+        return {"phash_distance": np.where(distance < 0, np.nan, distance)}

@@ -35,11 +35,14 @@ def excluded(data: Collection, stage: str) -> np.ndarray:
 def keep_order(data: Collection) -> np.ndarray:
     """Row indices, best copy first, by :data:`KEEP_POLICY`."""
     codes = data.uid_codes()
-    pixels = data.part_values("width", np.int64) * data.part_values("height", np.int64)
-    keys = [codes["lo"], codes["hi"], -pixels]
+    fewer_pixels = np.multiply(data.part_values("width", np.int32),
+                               data.part_values("height", np.int32), dtype=np.int64)
+    np.negative(fewer_pixels, out=fewer_pixels)
+    keys = [codes["lo"], codes["hi"], fewer_pixels]
     if "score" in data.inputs:
-        score = data.values("score", "clip_score")
-        keys.append(-np.where(np.isnan(score), -np.inf, score))
+        worse = -data.values("score", "clip_score")
+        worse[np.isnan(worse)] = np.inf
+        keys.append(worse)
     return np.lexsort(keys)
 
 
