@@ -1,4 +1,8 @@
-"""Parquet files whose rows carry image bytes (also Hugging Face ``{bytes, path}`` structs)."""
+"""Parquet files whose rows carry image bytes (also Hugging Face ``{bytes, path}`` structs).
+
+A file that cannot be read, or lacks the image column, is a ``broken_shard`` error of its own
+(see :mod:`pairsift.io.sources`); captions of any type arrive as text.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .records import RawSample, SampleError, decode_caption, valid_uid
+from .records import RawSample, SampleError, caption_value, decode_caption, path_text, valid_uid
 from .tables import CAPTION_COLUMNS, SourceError, pick_column
 
 IMAGE_BYTES_COLUMNS = ("image", "jpg", "png", "webp", "img", "image_bytes", "bytes")
@@ -44,23 +48,24 @@ def read_parquet(path: Path, image_column: str | None = None,
     columns = [c for c in (image_col, caption_col, key_col, "uid") if c and c in names]
     row = 0
     for batch in pq.ParquetFile(path).iter_batches(batch_size=256, columns=columns):
-        yield from _rows(path, pa.Table.from_batches([batch]).to_pylist(), row,
+        yield from _rows(path_text(path), pa.Table.from_batches([batch]).to_pylist(), row,
                          image_col, caption_col, key_col)
         row += batch.num_rows
 
 
-def _rows(path: Path, records: list[dict], start: int, image_col: str,
+def _rows(shard: str, records: list[dict], start: int, image_col: str,
           caption_col: str | None, key_col: str | None) -> Iterator[RawSample | SampleError]:
     for i, record in enumerate(records, start):
         key = str(record[key_col]) if key_col and record[key_col] is not None else f"{i:09d}"
         uid = valid_uid(record.get("uid"))
         data = image_bytes(record[image_col])
         if data is None:
-            yield SampleError(key, str(path), "missing_image",
-                              f"row {i} has no bytes in column {image_col!r}", uid)
+            yield SampleError(key, shard, "missing_image",
+                              f"{shard}: row {i} has no bytes in column {image_col!r}", uid)
             continue
-        caption, issue = decode_caption(record[caption_col] if caption_col else None)
-        yield RawSample(key=key, shard=str(path), container="parquet", offset=i, data=data,
+        caption, issue = decode_caption(caption_value(record[caption_col]) if caption_col
+                                        else None)
+        yield RawSample(key=key, shard=shard, container="parquet", offset=i, data=data,
                         caption=caption, caption_issue=issue, uid=uid)
 
 
