@@ -130,6 +130,16 @@ def test_names_that_are_not_utf8_are_kept_with_a_reversible_escape(tmp_path):
     _adds_up(summary, 3)
 
 
+def test_source_folder_named_not_utf8(tmp_path):
+    folder = os.fsencode(tmp_path) + b"/d\xe9"
+    os.mkdir(folder)
+    with open(folder + b"/a.jpg", "wb") as f:
+        f.write(_jpeg())
+    summary = ingest(os.fsdecode(folder), tmp_path / "ws", progress=False)
+    assert [r["source"] for r in _rows(tmp_path / "ws").values()] == ["d\\xe9"]
+    _adds_up(summary, 1)
+
+
 def test_tar_member_names_that_are_not_utf8_are_kept(tmp_path):
     shard = tmp_path / "00000.tar"
     with tarfile.open(shard, "w", encoding="utf-8", errors="surrogateescape") as tf:
@@ -410,6 +420,19 @@ def test_repeated_member_is_dropped_not_counted_as_a_sample(tmp_path):
     assert summary.dropped == {"duplicate_member": 1}
     assert summary.errors == {"missing_image": 1}
     _adds_up(summary, 2)
+
+
+def test_shard_that_cannot_be_opened_is_one_shard_error(tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with tarfile.open(shards / "00000.tar", "w") as tf:
+        _add(tf, "x.jpg", _jpeg())
+    (shards / "00001.tar").mkdir()
+    summary = ingest(shards, tmp_path / "ws", progress=False)
+    assert [(Path(e["shard"]).name, e["reason"]) for e in _errors(tmp_path / "ws")] == [
+        ("00001.tar", "broken_shard")]
+    assert summary.shard_errors == 1
+    _adds_up(summary, 1)
 
 
 def test_shard_errors_are_counted_as_shards(tmp_path):

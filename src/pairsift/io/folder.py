@@ -67,7 +67,7 @@ def list_folder(root: Path, table: CaptionTable | None
             continue
         name = PurePosixPath(rel)
         by_stem[str(name.with_suffix(""))][name.suffix.lstrip(".").lower()] = rel
-    samples: list[FolderEntry | SampleError] = []
+    samples: list[FolderEntry] = []
     ignored = 0
     for stem, files in by_stem.items():
         images = [e for e in files if e in IMAGE_EXTENSIONS]
@@ -77,10 +77,8 @@ def list_folder(root: Path, table: CaptionTable | None
             key = path_text(stem if len(images) == 1 else f"{stem}_{ext}")
             row = table.take(files[ext]) if table else None
             samples.append(FolderEntry(key, files[ext], sidecars, row))
-    errors: list[FolderEntry | SampleError] = [*unlisted]
-    if table is not None:
-        errors += table.unmatched() + table.issues
-    return samples + errors, ignored
+    table_errors = table.unmatched() + table.issues if table else []
+    return [*samples, *unlisted, *table_errors], ignored
 
 
 def _walk(root: str) -> tuple[list[str], list[SampleError]]:

@@ -99,7 +99,7 @@ def open_source(
         kind = kinds.pop()
     base = paths[0] if len(paths) == 1 else paths[0].parent
     source = Source(
-        name=name or (base.stem if base.is_file() else base.resolve().name),
+        name=name or path_text(base.stem if base.is_file() else base.resolve().name),
         kind=kind,
         paths=[str(p.resolve()) for p in paths],
         options={"captions": str(Path(captions).resolve()) if captions else None,

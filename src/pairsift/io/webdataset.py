@@ -112,6 +112,8 @@ def read_tar(tar_path: Path) -> Iterator[RawSample | SampleError]:
     if scan_error:
         yield SampleError(key="", shard=shard, reason="broken_shard",
                           message=f"{shard}: {scan_error}")
+    if not groups:
+        return
     with open(tar_path, "rb") as f:
         for key, group in groups.items():
             yield from _sample(f, shard, key, group)

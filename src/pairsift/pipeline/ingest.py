@@ -125,13 +125,13 @@ def _ingest_unit(source: Source, unit: Unit, seen: set[str], max_pixels: int, th
                                      item.reason, item.message))
             continue
         uid = item.uid or make_uid(source.name, unit.shard_id, item.key)
+        where = item.shard if item.container == "file" else f"{item.shard}: {item.key}"
         if isinstance(facts, ImageDecodeError):
-            where = item.shard if item.container == "file" else f"{item.shard}: {item.key}"
             errors.append(_error_row(source.name, item.shard, item.key, uid,
                                      facts.reason, f"{where}: {facts.message}"))
         elif uid in seen:
             errors.append(_error_row(source.name, item.shard, item.key, uid, "duplicate_uid",
-                                     f"uid {uid} already names another sample"))
+                                     f"{where}: uid {uid} already names another sample"))
         else:
             seen.add(uid)
             rows.append(_part_row(source.name, uid, item, facts))
