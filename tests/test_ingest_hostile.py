@@ -25,6 +25,7 @@ from pairsift import Workspace, ingest
 from pairsift.cli import app
 from pairsift.io.records import MAX_CAPTION_BYTES, text_path
 from pairsift.io.sources import ImageBytesReader
+from pairsift.io.tables import SourceError
 
 
 @pytest.fixture(autouse=True)
@@ -313,6 +314,14 @@ def test_broken_csv_row_is_recorded_and_the_rest_read(tmp_path):
     assert [e["reason"] for e in _errors(tmp_path / "ws")] == ["bad_caption_row"]
     assert summary.dropped == {"bad_caption_row": 1}
     _adds_up(summary, 2)
+
+
+def test_json_array_caption_table_names_the_fix(tmp_path):
+    folder = _folder(tmp_path, ["a.jpg"])
+    table = tmp_path / "captions.json"
+    table.write_text(json.dumps([{"file": "a.jpg", "caption": "red"}], indent=1))
+    with pytest.raises(SourceError, match=r"captions\.json: .*must be JSON Lines"):
+        ingest(folder, tmp_path / "ws", captions=table, progress=False)
 
 
 # -- 6. everything that looks like a sample is read or an error -----------------------------

@@ -153,14 +153,17 @@ def _caption(root: str, entry: FolderEntry) -> tuple[str | None, str | None]:
 
 def _read_inside(path: str, root: str, limit: int = -1) -> tuple[bytes, bool]:
     """The bytes of a regular file whose real path is inside ``root`` (at most ``limit``),
-    and whether they are the whole file; :class:`_Refused` otherwise."""
+    and whether they are the whole file; :class:`_Refused` otherwise. The walk enters no
+    linked directory, so only the file itself can be a link."""
     shown = path_text(path)
-    real = os.path.realpath(path)
-    if not real.startswith(root + os.sep):
-        raise _Refused("outside_source", f"{shown} leads to {path_text(real)}, outside the "
-                                         f"source {path_text(root)}")
     try:
-        mode = os.stat(path).st_mode
+        mode = os.lstat(path).st_mode
+        if stat.S_ISLNK(mode):
+            real = os.path.realpath(path)
+            if not real.startswith(root + os.sep):
+                raise _Refused("outside_source", f"{shown} leads to {path_text(real)}, "
+                                                 f"outside the source {path_text(root)}")
+            mode = os.stat(path).st_mode
         if not stat.S_ISREG(mode):
             kind = _FILE_TYPES.get(stat.S_IFMT(mode), "not a regular file")
             raise _Refused("not_a_file", f"{shown}: {kind}, not a file")

@@ -198,6 +198,9 @@ def _read_jsonl(path: Path) -> tuple[dict[str, list], list[str]]:
                 records.append(record)
             else:
                 bad.append(f"row {len(records) + len(bad) + 1} is not a JSON object")
+    if bad and not records:
+        raise SourceError(f"{path}: no line is a JSON object; a JSON caption table must be "
+                          "JSON Lines (one object per line)")
     names = list(dict.fromkeys(name for record in records for name in record))
     return {name: [record.get(name) for record in records] for name in names}, bad
 
