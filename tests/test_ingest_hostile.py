@@ -107,6 +107,20 @@ def test_caption_table_paths_out_of_the_source_are_errors(tmp_path):
     _adds_up(summary, 3)
 
 
+def test_caption_table_may_name_files_through_a_linked_folder(tmp_path):
+    folder = tmp_path / "imgs"
+    (folder / "2024").mkdir(parents=True)
+    (folder / "2024" / "x.jpg").write_bytes(_jpeg())
+    (folder / "latest").symlink_to(folder / "2024")  # listed, never entered
+    table = tmp_path / "captions.csv"
+    table.write_text(f"file,caption\nlatest/x.jpg,via the link\n{folder}/latest/x.jpg,again\n")
+    summary = ingest(folder, tmp_path / "ws", captions=table, progress=False)
+    assert _rows(tmp_path / "ws")["2024/x"]["caption"] == "via the link"
+    assert _reasons(tmp_path / "ws") == {f"{folder}/latest/x.jpg": "duplicate_caption_row"}
+    assert summary.ignored_files == 0  # a linked folder is no file
+    _adds_up(summary, 1)
+
+
 # -- 2. names that are not UTF-8, unreadable files, broken parquet shards -------------------
 
 def test_names_that_are_not_utf8_are_kept_with_a_reversible_escape(tmp_path):
@@ -334,6 +348,7 @@ def test_special_files_named_like_images_are_errors(tmp_path):
     (folder / "dangling.jpg").symlink_to(folder / "nothing.jpg")
     (folder / "dir.jpg").mkdir()
     (folder / "dir.jpg" / "inner.png").write_bytes(_jpeg())
+    (folder / "dir.jpg" / "up").symlink_to(folder)  # a loop of folders: not entered
     summary = ingest(folder, tmp_path / "ws", progress=False)
     assert set(_rows(tmp_path / "ws")) == {"good", "dir.jpg/inner"}
     assert _reasons(tmp_path / "ws") == {"fifo": "not_a_file", "y": "not_a_file",

@@ -93,26 +93,35 @@ def _walk(root: str) -> tuple[list[str], list[SampleError]]:
         if found is None:
             pending.pop()
             continue
-        rel, is_dir = found
-        if not is_dir or PurePosixPath(rel).suffix.lstrip(".").lower() in IMAGE_EXTENSIONS:
+        rel, is_dir, leads_to_dir = found
+        if not leads_to_dir or PurePosixPath(rel).suffix.lstrip(".").lower() in IMAGE_EXTENSIONS:
             paths.append(rel)
         if is_dir:
             pending.append(iter(_list_dir(root, rel, errors)))
     return paths, errors
 
 
-def _list_dir(root: str, rel: str, errors: list[SampleError]) -> list[tuple[str, bool]]:
-    """(relative path, is a directory) of a directory's entries, sorted by name; links are
-    not followed."""
+def _list_dir(root: str, rel: str, errors: list[SampleError]
+              ) -> list[tuple[str, bool, bool]]:
+    """(relative path, is a directory, is a directory or a link to one) of a directory's
+    entries, sorted by name."""
     path = os.path.join(root, rel)
     try:
         with os.scandir(path) as it:
-            found = sorted((e.name, e.is_dir(follow_symlinks=False)) for e in it)
+            found = sorted((e.name, e.is_dir(follow_symlinks=False), _leads_to_dir(e))
+                           for e in it)
     except OSError as exc:
         errors.append(SampleError(path_text(rel), path_text(path), "unreadable_dir",
                                   f"{path_text(path)}: {exc.strerror}"))
         return []
-    return [(os.path.join(rel, name) if rel else name, is_dir) for name, is_dir in found]
+    return [(os.path.join(rel, name) if rel else name, *kind) for name, *kind in found]
+
+
+def _leads_to_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a link in a loop: an error to report when it is read
+        return False
 
 
 def read_entries(root: Path, entries: list[FolderEntry | SampleError]

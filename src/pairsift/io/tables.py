@@ -98,6 +98,7 @@ class CaptionTable:
                  caption_column: str | None = None):
         self.path = path.resolve()
         self._root = str(root)
+        self._real_dirs: dict[str, str] = {}  # a folder's real path, looked up once
         self._shard = path_text(self.path)
         self.issues: list[SampleError] = []
         columns, bad_rows = _read_columns(self.path)
@@ -117,7 +118,7 @@ class CaptionTable:
         if not name:
             self._issue("", "bad_caption_row", f"row {number} names no image")
             return
-        rel = _relative(name, self._root)
+        rel = self._relative(name)
         if rel is None:
             self._issue(name, "outside_source",
                         f"row {number} names a file outside the source {path_text(self._root)}")
@@ -132,6 +133,17 @@ class CaptionTable:
     def _issue(self, name: str, reason: str, detail: str) -> None:
         self.issues.append(SampleError(path_text(name), self._shard, reason,
                                        f"{self._shard}: {detail}"))
+
+    def _relative(self, name: str) -> str | None:
+        """``name`` (relative to the root, or absolute) as the path the folder walk lists,
+        or None when it leads outside. Folders on the way are resolved (the walk lists the
+        real one); a link as the file itself is kept, and checked when the file is read."""
+        folder, file = os.path.split(os.path.join(self._root, name))
+        real = self._real_dirs.get(folder)
+        if real is None:
+            real = self._real_dirs[folder] = os.path.realpath(folder)
+        path = os.path.join(real, file)
+        return path[len(self._root) + 1:] if path.startswith(self._root + os.sep) else None
 
     def take(self, rel: str) -> TableRow | None:
         """The row naming ``rel`` (a path relative to the root), at most once."""
@@ -219,13 +231,3 @@ def _file_name(value: Any) -> str:
 
 def _uid(value: Any) -> str | None:
     return valid_uid(value.decode("utf-8", "replace") if isinstance(value, bytes) else value)
-
-
-def _relative(name: str, root: str) -> str | None:
-    """``name`` (relative to ``root`` or absolute) as a path inside ``root``, or None when it
-    leads outside. Links inside the folder are checked when the file is read."""
-    for path in (os.path.normpath(os.path.join(root, name)),
-                 os.path.realpath(os.path.join(root, name))):
-        if path.startswith(root + os.sep):
-            return path[len(root) + 1:]
-    return None
