@@ -212,6 +212,25 @@ def test_broken_parquet_shard_does_not_stop_the_run(tmp_path):
     _adds_up(summary, 3)
 
 
+def test_parquet_shards_named_not_utf8(tmp_path):
+    """Arrow refuses str paths that are not UTF-8; good, broken and odd shards are all read."""
+    shards = os.fsencode(tmp_path) + b"/shards"
+    os.mkdir(shards)
+    _pairs(tmp_path / "good.parquet", ["a"])
+    pq.write_table(pa.table({"url": ["http://x"]}), tmp_path / "odd.parquet")
+    (tmp_path / "broken.parquet").write_bytes(b"garbage")
+    for name in ("good", "odd", "broken"):
+        os.rename(tmp_path / f"{name}.parquet", shards + f"/{name}\xe9.parquet".encode("latin-1"))
+    summary = ingest(os.fsdecode(shards), tmp_path / "ws", progress=False)
+    [row] = _rows(tmp_path / "ws").values()
+    with ImageBytesReader() as reader:
+        assert reader.read(row) == _jpeg()
+    assert {e["shard"].rsplit("/", 1)[1] for e in _errors(tmp_path / "ws")} == {
+        "odd\\xe9.parquet", "broken\\xe9.parquet"}
+    assert summary.shard_errors == 2
+    _adds_up(summary, 1)
+
+
 def test_parquet_shard_cut_short_keeps_the_rows_before(tmp_path):
     path = tmp_path / "pairs.parquet"
     pq.write_table(pa.table({"key": [f"{i}" for i in range(512)],

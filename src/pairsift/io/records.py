@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+
 _UID = re.compile(r"^[0-9a-f]{32}$")
 _ESCAPE = re.compile(rb"\\(\\|x[0-9a-f]{2})")
 
@@ -40,6 +42,11 @@ def path_text(path: str | os.PathLike) -> str:
 def text_path(text: str) -> str:
     """The file system path that :func:`path_text` wrote as ``text``."""
     return os.fsdecode(_ESCAPE.sub(_unescape, text.encode("utf-8")))
+
+
+def arrow_file(path: str | os.PathLike) -> pa.OSFile:
+    """``path`` opened for Arrow readers, which refuse a str path that is not UTF-8."""
+    return pa.OSFile(os.fsencode(path))
 
 
 def _unescape(match: re.Match[bytes]) -> bytes:

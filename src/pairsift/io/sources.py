@@ -20,7 +20,14 @@ from braceexpand import braceexpand
 
 from .folder import list_folder, read_entries
 from .parquet import image_bytes, image_columns, read_parquet, read_parquet_image
-from .records import IMAGE_EXTENSIONS, RawSample, SampleError, path_text, text_path
+from .records import (
+    IMAGE_EXTENSIONS,
+    RawSample,
+    SampleError,
+    arrow_file,
+    path_text,
+    text_path,
+)
 from .tables import CaptionTable, SourceError
 from .webdataset import read_tar
 
@@ -189,7 +196,8 @@ class ImageBytesReader:
 class _ParquetCursor:
     def __init__(self, path: Path, image_column: str | None):
         column, _ = image_columns(path, image_column, None)
-        self._batches = pq.ParquetFile(path).iter_batches(batch_size=256, columns=[column])
+        self._batches = pq.ParquetFile(arrow_file(path)).iter_batches(batch_size=256,
+                                                                       columns=[column])
         self._values: list = []
         self._start = 0
         self.row = 0

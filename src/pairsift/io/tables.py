@@ -21,7 +21,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from .records import SampleError, caption_value, path_text, valid_uid
+from .records import SampleError, arrow_file, caption_value, path_text, valid_uid
 
 IMAGE_COLUMNS = ("file", "filepath", "filename", "image", "image_path", "path")
 CAPTION_COLUMNS = ("caption", "text", "title", "txt", "alt")
@@ -54,7 +54,7 @@ def _csv_parse_options(suffix: str, **options: Any) -> pacsv.ParseOptions:
                               newlines_in_values=True, **options)
 
 
-def _csv_columns(path: Path, parse: pacsv.ParseOptions) -> list[str]:
+def _csv_columns(path: Path | pa.NativeFile, parse: pacsv.ParseOptions) -> list[str]:
     """Column names as Arrow's CSV parser reads the header, quoted or not."""
     with pacsv.open_csv(path, parse_options=parse) as reader:
         return reader.schema.names
@@ -168,7 +168,8 @@ def _read_columns(path: Path) -> tuple[dict[str, list], list[str]]:
         if suffix in (".jsonl", ".json"):
             return _read_jsonl(path)
         if suffix == ".parquet":
-            return pq.read_table(path).to_pydict(), []
+            with arrow_file(path) as f:
+                return pq.read_table(f).to_pydict(), []
     except (pa.ArrowException, OSError) as exc:
         raise SourceError(f"{path}: cannot read the caption table: {exc}") from exc
     raise SourceError(f"{path}: caption tables must be .csv, .tsv, .jsonl or .parquet")
@@ -182,15 +183,17 @@ def _read_csv(path: Path, suffix: str) -> tuple[dict[str, list], list[str]]:
                    f"the header {row.expected_columns}")
         return "skip"
 
-    names = _csv_columns(path, _csv_parse_options(suffix, invalid_row_handler=lambda _: "skip"))
-    table = pacsv.read_csv(
-        path,
-        read_options=pacsv.ReadOptions(use_threads=False),  # bad rows in file order
-        parse_options=_csv_parse_options(suffix, invalid_row_handler=drop),
-        # binary, not string: one invalid UTF-8 byte must not refuse the whole table
-        convert_options=pacsv.ConvertOptions(strings_can_be_null=False,
-                                             column_types=dict.fromkeys(names, pa.binary())),
-    )
+    with arrow_file(path) as f:
+        names = _csv_columns(f, _csv_parse_options(suffix, invalid_row_handler=lambda _: "skip"))
+    with arrow_file(path) as f:
+        table = pacsv.read_csv(
+            f,
+            read_options=pacsv.ReadOptions(use_threads=False),  # bad rows in file order
+            parse_options=_csv_parse_options(suffix, invalid_row_handler=drop),
+            # binary, not string: one invalid UTF-8 byte must not refuse the whole table
+            convert_options=pacsv.ConvertOptions(strings_can_be_null=False,
+                                                 column_types=dict.fromkeys(names, pa.binary())),
+        )
     return table.to_pydict(), bad
 
 

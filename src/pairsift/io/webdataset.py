@@ -25,6 +25,7 @@ from .records import (
     MAX_CAPTION_BYTES,
     RawSample,
     SampleError,
+    arrow_file,
     decode_caption,
     path_text,
     valid_uid,
@@ -84,7 +85,8 @@ def _failed_downloads(tar_path: Path) -> Iterator[SampleError]:
     if not status_path.exists():
         return
     try:
-        table = pq.read_table(status_path)
+        with arrow_file(status_path) as f:
+            table = pq.read_table(f)
     except (pa.ArrowException, OSError) as exc:  # the shard itself may still be fine
         shard = path_text(status_path)
         yield SampleError("", shard, "broken_shard", f"{shard}: {type(exc).__name__}: {exc}")

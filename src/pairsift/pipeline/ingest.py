@@ -151,7 +151,13 @@ def _part_row(source: str, uid: str, item: RawSample, facts: ImageFacts) -> dict
 def _error_row(source: str, shard: str, key: str, uid: str | None, reason: str,
                message: str) -> dict:
     return {"source": source, "shard": shard, "key": key, "uid": uid, "stage": "ingest",
-            "reason": reason, "message": message}
+            "reason": reason, "message": _storable(message)}
+
+
+def _storable(text: str) -> str:
+    """Arrow strings are UTF-8: an exception's text may hold a file name that is not (its
+    bytes as lone surrogates); those are written as their escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _count(ws: Workspace, sources: list[Source], summary: IngestSummary) -> None:
