@@ -77,7 +77,8 @@ def decode_caption(raw: bytes | str | None, *,
                    complete: bool = True) -> tuple[str | None, str | None]:
     """Caption text and an issue flag: invalid UTF-8 is replaced and flagged, never dropped;
     text over MAX_CAPTION_BYTES is cut at a character boundary and flagged
-    ``caption_truncated`` (also when ``complete`` is False: the reader stopped early).
+    ``caption_truncated`` (also when ``complete`` is False: the reader stopped early), which
+    wins over ``invalid_utf8``.
     """
     if raw is None:
         return None, "missing_caption"
@@ -116,7 +117,7 @@ class RawSample:
     """One sample as found in a source: where its image lives and its caption."""
 
     key: str
-    shard: str  # absolute path of the container file
+    shard: str  # absolute path of the container file, as path_text writes it
     container: str  # file | tar | parquet
     offset: int
     data: bytes
