@@ -1,6 +1,6 @@
 """Defensive image decoding: bytes in, upright RGB out, or an error with one reason code.
 
-DESIGN.md §7: bad bytes never crash a run; decompression bombs are refused from the header,
+docs/design.md §7: bad bytes never crash a run; decompression bombs are refused from the header,
 EXIF orientation is applied, every mode becomes RGB explicitly, animations give their first
 frame, and truncated files are errors, never silently padded.
 
