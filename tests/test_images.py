@@ -145,6 +145,14 @@ def test_empty_bytes() -> None:
         probe_image(b"")
 
 
+def test_message_names_no_buffer() -> None:
+    """Pillow names the BytesIO it was given (``<_io.BytesIO object at 0x7f…>``): that says
+    nothing about the file and differs between identical runs, so it is left out."""
+    with pytest.raises(ImageDecodeError) as caught:
+        probe_image(b"not an image at all")
+    assert caught.value.message == "UnidentifiedImageError: cannot identify image file"
+
+
 @pytest.mark.parametrize("orientation", [3, 6, 8])
 def test_exif_orientation_matches_upright_hopper(orientation: int) -> None:
     """docs/design.md §7: EXIF orientation applied; the upright hopper PNG is the reference."""

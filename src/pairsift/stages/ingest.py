@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from ..engine.threads import ordered_map
 from ..io.images import DEFAULT_MAX_PIXELS, ImageDecodeError
-from ..io.records import RawSample, SampleError, make_uid
+from ..io.records import DROPPED_REASONS, SHARD_REASONS, RawSample, SampleError, make_uid
 from ..io.sources import KINDS, Source, Unit, open_source
 from ..params import Param
 from ..stage import Stage, fail, register
@@ -29,9 +29,16 @@ COMMIT_EVERY = 256  # parts per manifest write: a 10,000-part ingest rewrites it
 
 @dataclass
 class IngestSummary:
+    """Counts of one ingest call: ``samples`` readable + ``errors`` (samples that could not
+    be used, by reason) = ``total`` samples in. Error rows that are not samples are counted
+    apart: ``shard_errors`` (shards or directories that could not be read) and ``dropped``
+    (repeated members or caption rows, by reason, whose sample is counted once)."""
+
     workspace: Path
     samples: int = 0
     errors: Counter = field(default_factory=Counter)
+    shard_errors: int = 0
+    dropped: Counter = field(default_factory=Counter)
     skipped_sources: list[str] = field(default_factory=list)
     ignored_files: int = 0
 
@@ -90,12 +97,12 @@ class Ingest(Stage):
             uid = item.uid or make_uid(source.name, unit.shard_id, item.key)
             if isinstance(facts, ImageDecodeError):
                 errors.append(_error_row(source.name, item.shard, item.key, uid,
-                                         facts.reason, facts.message))
+                                         facts.reason, f"{_where(item)}: {facts.message}"))
             else:
                 rows.append(_part_row(source.name, uid, item, facts))
         rows, duplicates = _unique(rows, seen)
         errors += [_error_row(source.name, r["shard"], r["key"], r["uid"], "duplicate_uid",
-                              f"uid {r['uid']} already names another sample")
+                              f"{_where(r)}: uid {r['uid']} already names another sample")
                    for r in duplicates]
         return (pa.Table.from_pylist(rows, PART_SCHEMA),
                 pa.Table.from_pylist(errors, ERROR_SCHEMA))
@@ -157,10 +164,22 @@ def _part_row(source: str, uid: str, item: RawSample, facts: ImageFacts) -> dict
     }
 
 
+def _where(item: RawSample | dict) -> str:
+    """The file, or the shard and key, that an error message starts with."""
+    get = item.get if isinstance(item, dict) else lambda name: getattr(item, name)
+    return get("shard") if get("container") == "file" else f"{get('shard')}: {get('key')}"
+
+
 def _error_row(source: str, shard: str, key: str, uid: str | None, reason: str,
                message: str) -> dict:
     return {"source": source, "shard": shard, "key": key, "uid": uid, "stage": "ingest",
-            "reason": reason, "message": message}
+            "reason": reason, "message": _storable(message)}
+
+
+def _storable(text: str) -> str:
+    """Arrow strings are UTF-8: an exception's text may hold a file name that is not (its
+    bytes as lone surrogates); those are written as their escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def count(ws: Workspace, sources: list[str], summary: IngestSummary) -> None:
@@ -170,5 +189,11 @@ def count(ws: Workspace, sources: list[str], summary: IngestSummary) -> None:
     errors = ws.errors("ingest")
     for source, reason in zip(errors.column("source").to_pylist(),
                               errors.column("reason").to_pylist(), strict=True):
-        if source in names:
+        if source not in names:
+            continue
+        if reason in SHARD_REASONS:
+            summary.shard_errors += 1
+        elif reason in DROPPED_REASONS:
+            summary.dropped[reason] += 1
+        else:
             summary.errors[reason] += 1
