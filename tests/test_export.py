@@ -225,6 +225,19 @@ def test_export_of_another_format_is_refused(workspace, tmp_path):
 
 
 @pytest.mark.parametrize("format", FORMATS)
+def test_export_creates_missing_folders(workspace, tmp_path, format):
+    out = tmp_path / "new" / "folder" / OUTPUTS[format]
+    assert export(workspace, out, format=format).exported > 0 and out.exists()
+
+
+def test_workspace_is_never_an_export_target(workspace, tmp_path):
+    for out in (workspace, tmp_path):
+        with pytest.raises(ExportError, match="holds the workspace"):
+            export(workspace, out, overwrite=True)
+    assert Workspace.open(workspace).num_samples() == 9
+
+
+@pytest.mark.parametrize("format", FORMATS)
 def test_failed_export_leaves_the_previous_one_intact(workspace, tmp_path, format, monkeypatch):
     out = tmp_path / OUTPUTS[format]
     export(workspace, out, format=format, shard_size=2)

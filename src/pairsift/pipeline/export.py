@@ -124,7 +124,7 @@ def export(workspace: str | Path, out: str | Path, *, format: str = "webdataset"
 
 def _export_webdataset(ws: Workspace, out: Path, record: dict, shard_size: int,
                        overwrite: bool) -> ExportSummary:
-    _check_folder(out, "webdataset", overwrite)
+    _check_folder(out, "webdataset", overwrite, ws)
     with _replacing(out) as tmp:
         count = sum(write_webdataset(_samples(ws, True), tmp, shard_size).values())
         summary = _summary(ws, "webdataset", out, count)
@@ -135,7 +135,7 @@ def _export_webdataset(ws: Workspace, out: Path, record: dict, shard_size: int,
 def _export_openclip_csv(ws: Workspace, out: Path, record: dict,
                          overwrite: bool) -> ExportSummary:
     images = out.with_name(f"{out.stem}_images")
-    _check_folder(images, "openclip-csv", overwrite)
+    _check_folder(images, "openclip-csv", overwrite, ws)
     with _replacing(images) as tmp_images, _replacing(out) as tmp:
         count, left_out = write_openclip_csv(_samples(ws, False), tmp, tmp_images, images)
         summary = _summary(ws, "openclip-csv", out, count, left_out)
@@ -174,7 +174,9 @@ def _export_format(folder: Path) -> str | None:
         return None
 
 
-def _check_folder(folder: Path, format: str, overwrite: bool) -> None:
+def _check_folder(folder: Path, format: str, overwrite: bool, ws: Workspace) -> None:
+    if ws.root.is_relative_to(folder.resolve()):  # even with overwrite: it would be deleted
+        raise ExportError(f"{folder} holds the workspace {ws.root}; export somewhere else")
     if overwrite or not folder.exists():
         return
     if folder.is_dir() and (_export_format(folder) == format or not any(folder.iterdir())):
@@ -193,6 +195,7 @@ def _check_file(out: Path, format: str) -> None:
 def _replacing(target: Path) -> Iterator[Path]:
     """A hidden sibling path to write instead of ``target``; when the block completes, it
     replaces ``target`` by rename. If the block fails, ``target`` is left as it was."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.pairsift-tmp")
     _remove(tmp)  # left by a killed export
     try:
