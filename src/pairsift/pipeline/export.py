@@ -1,11 +1,12 @@
 """Export the kept subset: WebDataset, Parquet, open_clip CSV or a DataComp uid list.
 
 An export replaces its target only once it is complete: everything is written under a hidden
-sibling (``.NAME.pairsift-tmp``) that is then renamed over the target, so a reader sees the
-previous export or the new one, never a mix, and a killed export leaves the previous one as it
-was. Folders that pairsift writes (WebDataset shards, the images an open_clip CSV points to)
-hold ``pairsift-export.json``: format, workspace, counts and a digest of the decisions applied.
-Any other non-empty folder is refused unless ``overwrite=True``.
+sibling (``.NAME.pairsift-tmp``) that is then renamed over the target, so a reader finds the
+previous export or the new one, never a mix (a folder is swapped by two renames, between which
+it is briefly absent), and a killed export leaves the previous one as it was. Folders that
+pairsift writes (WebDataset shards, the images an open_clip CSV points to) hold
+``pairsift-export.json``: format, workspace, counts and a digest of the decisions applied. Any
+other non-empty folder is refused unless ``overwrite=True``.
 """
 
 from __future__ import annotations
