@@ -63,11 +63,11 @@ def _shards(root: Path, samples: dict[str, str | None]) -> str:
                                                 is not None else {})}
                for i, (key, caption) in enumerate(samples.items())]
     _write_tar(root / "00000.tar", {k: v for m in members[:-2] for k, v in m.items()})
-    _write_tar(root / "00002.tar", {k: v for m in members[-2:] for k, v in m.items()})
     _write_tar(root / "00001.tar", {})
     status = {"key": ["000010000", "000010001"], "status": ["failed_to_download"] * 2,
               "error_message": ["HTTP 404", "timeout"]}
     pq.write_table(pa.table(status), root / "00001.parquet")
+    _write_tar(root / "00002.tar", {k: v for m in members[-2:] for k, v in m.items()})
     return str(root / "{00000..00002}.tar")
 
 
@@ -83,7 +83,7 @@ def _add_signal(ws: Workspace) -> None:
 
 def _drop(ws: Workspace, keys: set[str], stage: str = "toy_filter") -> None:
     rows = pa.concat_tables(t for _, t in ws.iter_parts(["uid", "key"]))
-    drop = np.isin(np.array(rows.column("key").to_pylist(), dtype=object), list(keys))
+    drop = np.array([k in keys for k in rows.column("key").to_pylist()])
     config = {"keys": sorted(keys)}
     table = decision_table(stage, rows.column("uid").to_pylist(), drop, "toy_reason",
                            lambda i: {}, config)
