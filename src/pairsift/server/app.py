@@ -1,6 +1,6 @@
 """The search web app: FastAPI over :class:`~pairsift.retrieval.searcher.Searcher` + a static page.
 
-Safety rules (DESIGN.md §7): the app never reads a path from a request (images are named by
+Safety rules (docs/design.md §7): the app never reads a path from a request (images are named by
 uid and looked up in the workspace; static files come from a fixed list), never evaluates
 anything, caps the query length, ``k`` and uploads, and answers every refusal with a 4xx and a
 one-line ``detail``. Uploads must declare their length (411 otherwise) so an oversized body is
