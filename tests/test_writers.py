@@ -1,4 +1,4 @@
-"""Export formats: DataComp uid encoding (SPEC.md §5.2), WebDataset shards, open_clip CSV."""
+"""Export formats: DataComp uids (docs/algorithms.md §5.2), WebDataset shards, open_clip CSV."""
 
 import csv
 import io
@@ -21,7 +21,8 @@ from pairsift.io.writers import (
 
 
 def test_uid_pair_matches_spec_example():
-    """SPEC §5.2: 139e4a9b22a614771f06c700a8ebe150 -> (1413649363202610295, 2235693070683988304)."""
+    """docs/algorithms.md §5.2: 139e4a9b22a614771f06c700a8ebe150 ->
+    (1413649363202610295, 2235693070683988304)."""
     pairs = uid_pairs(["139e4a9b22a614771f06c700a8ebe150"])
     assert pairs.dtype == np.dtype("u8,u8")
     assert tuple(pairs[0]) == (1413649363202610295, 2235693070683988304)

@@ -76,6 +76,9 @@ def ingest(
         console.print(f"source [bold]{skipped}[/bold] was already ingested: nothing added")
     rows = [("samples in", s.total), ("readable", s.samples)]
     rows += [(f"error: {reason}", n) for reason, n in s.errors.most_common()]
+    if s.shard_errors:
+        rows.append(("shard errors (shards or folders not read)", s.shard_errors))
+    rows += [(f"dropped: {reason}", n) for reason, n in s.dropped.most_common()]
     if s.ignored_files:
         rows.append(("files that are not samples (ignored)", s.ignored_files))
     console.print(_counts_table(f"ingest → {s.workspace}", rows))

@@ -49,7 +49,7 @@ class ExportSample:
 
 
 def uid_pairs(uids: Iterable[str]) -> np.ndarray:
-    """DataComp's subset encoding (SPEC.md §5.2): ``(int(uid[:16],16), int(uid[16:],16))``,
+    """DataComp's subset (docs/algorithms.md §5.2): ``(int(uid[:16],16), int(uid[16:],16))``,
     lexicographically sorted, because the resharder binary-searches it."""
     pairs = np.array([(int(u[:16], 16), int(u[16:32], 16)) for u in uids], dtype=UID_DTYPE)
     return np.sort(pairs, order=["f0", "f1"])
