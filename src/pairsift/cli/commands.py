@@ -54,11 +54,15 @@ def export(
     format: Annotated[str, typer.Option("--format", "-f", help="webdataset | parquet | "
                                         "openclip-csv | datacomp-uids")] = "webdataset",
     shard_size: Annotated[int, typer.Option(help="Samples per WebDataset shard.")] = 10_000,
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace OUT's folder even if it is not a pairsift export of this format.")] = False,
 ) -> None:
     """Write the kept subset."""
-    s = api.export(workspace, out, format=format, shard_size=shard_size)
+    s = api.export(workspace, out, format=format, shard_size=shard_size, overwrite=overwrite)
     console.print(f"exported {s.exported:,} samples ({s.dropped:,} dropped) as {s.format} "
                   f"→ {s.out}")
+    for reason, n in s.left_out.items():
+        console.print(f"left out {n:,} kept samples that {s.format} cannot hold: {reason}")
 
 
 def _share(x: float) -> str:

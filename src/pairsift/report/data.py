@@ -115,8 +115,10 @@ class ReportData:
             return None
         if column not in pq.read_schema(paths[0]).names:
             return None
-        return np.concatenate([pq.read_table(p, columns=[column]).column(column).to_numpy(
-            zero_copy_only=False) for p in paths])
+        tables = [pq.read_table(p, columns=[column]) for p in paths]
+        # an empty part's column may have been written as Arrow's null type: promote it
+        table = pa.concat_tables(tables, promote_options="default")
+        return table.column(column).to_numpy(zero_copy_only=False)
 
     def subgroups(self) -> np.ndarray | None:
         """A ``subgroup`` column from the parts or from any signal stage, first found."""
