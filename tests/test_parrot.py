@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pyarrow as pa
 import pytest
+from workspaces import fake_run  # tests/workspaces.py
 
 from pairsift import (
     Workspace,
@@ -32,7 +33,6 @@ from pairsift.stages.parrot import (
     text_area,
 )
 from pairsift.synth import SynthConfig, make_corpus, tokens
-from pairsift.workspace import write_table
 
 SPOT, RELATIVE = "parrot-spot", "parrot-relative"
 PARROT_FILTER, TEXT_FILTER, SIMPLE_FIX_FILTER = ("filter-parrot", "filter-text-dominated",
@@ -216,16 +216,14 @@ def test_rates_by_source(spotted):
 
 def _fixed_clip_scores(ws) -> dict[str, float]:
     """A finished ``score`` run with known values (the score stage has its own tests)."""
-    w = Workspace.open(ws)
     scores = {}
-    for part, rows in w.iter_parts(["uid"]):
+
+    def signals(part, rows):
         values = [0.2 + 0.01 * (len(scores) + i) for i in range(rows.num_rows)]
         scores.update(zip(rows.column("uid").to_pylist(), values, strict=True))
-        write_table(w.signal_path("score", "fixed", part), pa.table({
-            "uid": rows.column("uid"), "clip_score": pa.array(values, pa.float32())}))
-    w.begin_run("score", "fixed", {"kind": "map", "config": {}, "options": {"model": None},
-                                   "inputs": {"model": "default"}})
-    w.finish_run("score", "fixed", {})
+        return {"clip_score": pa.array(values, pa.float32())}
+
+    fake_run(Workspace.open(ws), "score", {}, signals=signals, inputs={"model": "default"})
     return scores
 
 

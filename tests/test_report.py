@@ -8,7 +8,6 @@ tested on every section without running the dedup or parrot algorithms.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import zlib
@@ -19,47 +18,30 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from workspaces import fake_run  # tests/workspaces.py
 
 from pairsift import Workspace, filter_clip_score, ingest, score
 from pairsift.pipeline.report import report
 from pairsift.report.data import ReportData
 from pairsift.report.sections import SIGNALS, funnel_steps, pairwise_drops
 from pairsift.report.thumbnails import Thumbnails
-from pairsift.workspace import DECISION_SCHEMA, config_hash, write_table
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 # -- building workspaces ---------------------------------------------------------------------
-def _run(ws: Workspace, stage: str, config: dict) -> str:
-    run = config_hash(config)
-    ws.begin_run(stage, run, {"kind": "test", "config": config, "options": config,
-                              "inputs": {}})
-    return run
-
-
 def write_signal(ws: Workspace, stage: str, config: dict, columns: dict[str, dict]) -> None:
-    """A signal run: ``columns`` maps a column to {uid: value}; one file per part."""
-    run = _run(ws, stage, config)
-    for part, rows in ws.iter_parts(["uid"]):
-        uids = rows.column("uid").to_pylist()
-        table = pa.table({"uid": rows.column("uid"),
-                          **{name: [values[u] for u in uids] for name, values in columns.items()}})
-        write_table(ws.signal_path(stage, run, part), table)
-    ws.finish_run(stage, run, {"parts": len(ws.part_ids())})
+    """A signal run: ``columns`` maps a column to {uid: value}."""
+    fake_run(ws, stage, config, summary={"parts": len(ws.part_ids())}, signals=lambda p, rows: {
+        name: [values[u] for u in rows.column("uid").to_pylist()]
+        for name, values in columns.items()})
 
 
 def write_decisions(ws: Workspace, stage: str, config: dict, drops: dict[str, dict],
                     reason: str, summary: dict | None = None) -> None:
-    """Decisions for every sample, per part: ``drops`` maps a dropped uid to its evidence."""
-    run = _run(ws, stage, config)
-    for part, uids in ws.iter_parts(["uid"]):
-        rows = [{"uid": u, "stage": stage, "verdict": "drop" if u in drops else "keep",
-                 "reason": reason if u in drops else "",
-                 "evidence": json.dumps(drops.get(u, {})), "config_hash": run}
-                for u in uids.column("uid").to_pylist()]
-        ws.write_decisions(stage, run, part, pa.Table.from_pylist(rows, DECISION_SCHEMA))
-    ws.finish_run(stage, run, summary or {"dropped": len(drops)})
+    """Decisions for every sample: ``drops`` maps a dropped uid to its evidence."""
+    fake_run(ws, stage, config, drops=lambda p, rows: drops, reason=reason,
+             summary=summary or {"dropped": len(drops)})
 
 
 def add_curation(root: Path, corpus: Path) -> None:
@@ -166,7 +148,7 @@ def test_signal_without_decisions_plots_without_threshold_or_gallery(ingested, t
     ws = Workspace.open(root)
     write_signal(ws, "score", {"model": "m"}, {"clip_score": {u: 0.3 for u in
                                                                   ws.uids().to_pylist()}})
-    ws.start_run("embed", {"model": "m"})  # a current run that wrote no signal files
+    fake_run(ws, "embed", {"model": "m"})  # a current run that wrote no signal files
     page = report(root, progress=False).read_text()
     assert section_ids(page) == ["funnel", "dist-clip_score", "run"]
     assert "Borderline" not in page
@@ -182,15 +164,15 @@ def test_unfinished_signal_run_is_left_out(curated, tmp_path):
 
 def test_empty_part_changes_no_section(curated_with_empty_part, curated):
     ws = Workspace.open(curated_with_empty_part)
-    empty = [p for p in ws.part_ids() if ws.manifest["parts"][str(p)]["rows"] == 0]
+    empty = [p for p in ws.part_ids() if ws.part_rows(p) == 0]
     assert empty and empty[0] < ws.part_ids()[-1]
-    run = ws.current_run("clip_score")
-    assert pq.read_schema(ws.signal_path("clip_score", run, empty[0])).field(
+    run = ws.current_run("score")
+    assert pq.read_schema(ws.signal_path("score", run, empty[0])).field(
         "clip_score").type == pa.null()
     page = report(curated_with_empty_part, progress=False).read_text()
     assert section_ids(page) == section_ids(report(curated, progress=False).read_text())
     data = ReportData(ws)
-    assert len(data.signal("clip_score", "clip_score")) == data.n
+    assert len(data.signal("score", "clip_score")) == data.n
 
 
 def test_workspace_with_only_empty_parts(tmp_path):

@@ -128,7 +128,7 @@ def _stale(ws: Workspace, stage: Stage, record: dict[str, Any]) -> bool:
     try:
         inputs = resolve_inputs(ws, stage)
     except WorkspaceError:
-        return True  # its own upstream is gone: let running it say what to do
+        return False  # its own inputs are gone (undone): its outputs are all there is
     if inputs != record.get("inputs"):
         return True
     return stage.kind == "map" and bool(_missing_parts(ws, stage, record["run"], inputs))
