@@ -19,7 +19,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torch import nn
 
-from pairsift.models.base import ImageEmbeddings, l2_normalize
+from pairsift.models.base import ImageEmbeddings, cut_to_context, l2_normalize
 from pairsift.models.cache import cached_array
 
 IMAGE_SIZE = 224
@@ -137,11 +137,12 @@ class DefaultEncoder:
         )
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
-        """MiniLM sentence embeddings (mean pooling), L2-normalised float32."""
+        """MiniLM sentence embeddings (mean pooling), L2-normalised float32; texts longer than
+        the model's context (256 tokens) are cut to it."""
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         emb = self._text.encode(
-            list(texts),
+            cut_to_context(list(texts), self._text.max_seq_length),
             batch_size=TEXT_BATCH,
             convert_to_numpy=True,
             normalize_embeddings=True,
