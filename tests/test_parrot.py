@@ -10,9 +10,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
 
 from pairsift import Workspace, ingest
+from pairsift.cli import app
 from pairsift.engine.local import run_signal_stage
+from pairsift.models import load_encoder
 from pairsift.pipeline.parrot import (
     PARROT_FILTER,
     RELATIVE,
@@ -36,6 +39,7 @@ from pairsift.stages.parrot import (
     simple_fix_keep,
     text_area,
 )
+from pairsift.stages.parrot_audit import STYLES, sync_scores
 from pairsift.synth import SynthConfig, make_corpus, tokens
 
 # -- the algorithms --------------------------------------------------------------------------
@@ -291,7 +295,7 @@ def test_printed_text_that_the_caption_does_not_repeat(shared_data, tmp_path):
 
 def test_encoder_audit_writes_number_and_plot(tmp_path):
     words = ["dog", "cat", "pizza", "guitar", "sunset", "wedding"]
-    result = parrot_audit(model="default", out=tmp_path, words=words)
+    result = parrot_audit(model="default", out=tmp_path, words=words, progress=False)
     summary = json.loads((tmp_path / "parrot_audit.json").read_text())
     assert (tmp_path / "parrot_audit.png").stat().st_size > 1000
     assert result.matched.shape == result.mismatched.shape == (len(words), 4)
@@ -299,3 +303,23 @@ def test_encoder_audit_writes_number_and_plot(tmp_path):
     assert -1 <= summary["sync_score"] <= 1 and set(summary["styles"]) == {
         "white/black", "black/white", "gray/white", "gray/black"}
     assert summary["gap"] == pytest.approx(result.sync_score - result.baseline)
+
+
+def test_encoder_audit_reports_progress_per_image():
+    """Issue 15 item 9: `parrot audit` printed nothing for 73 s."""
+    done = []
+    words = ["dog", "cat", "dog", "pizza", "x" * 40]  # a duplicate, and a word too wide to draw
+    result = sync_scores(load_encoder("default"), words, batch_size=2, advance=done.append)
+    assert result.skipped == ["x" * 40]
+    assert sum(done) == 4 * len(STYLES) and done.count(2) >= 4  # every batch of 2 reported
+
+
+def test_audit_command_shows_a_progress_bar_unless_quiet(tmp_path):
+    words = tmp_path / "words.txt"
+    words.write_text("dog\ncat\npizza\n")
+    command = ["parrot", "audit", "--words", str(words), "--out", str(tmp_path / "audit")]
+    shown = CliRunner().invoke(app, command)
+    quiet = CliRunner().invoke(app, [*command, "-q"])
+    assert shown.exit_code == quiet.exit_code == 0, shown.output + quiet.output
+    assert "parrot audit" in shown.output and "12/12" in shown.output  # 3 words x 4 styles
+    assert "12/12" not in quiet.output and "Sync. Score" in quiet.output

@@ -379,10 +379,11 @@ def parrot_audit(
         "parrot-audit"),
     words: Annotated[Path | None, typer.Option(help="Words to render, one per line "
                                                     "(default: 60 common caption words).")] = None,
+    quiet: Quiet = False,
 ) -> None:
     """How much an encoder rewards reading text: the synthetic Sync. Score benchmark."""
     word_list = words.read_text().split() if words else None
-    r = api.parrot_audit(model=model, device=device, out=out, words=word_list)
+    r = api.parrot_audit(model=model, device=device, out=out, words=word_list, progress=not quiet)
     console.print(f"{r.model}: Sync. Score {r.sync_score:.3f} (other words {r.baseline:.3f}, "
                   f"gap {r.sync_score - r.baseline:+.3f}) over {len(r.words)} words x 4 styles "
                   f"→ {out}")

@@ -23,6 +23,7 @@ from ..engine.local import (
     default_threads,
     map_images,
     ordered_map,
+    progress_bar,
     run_signal_stage,
 )
 from ..io.images import ImageDecodeError, decode_image
@@ -32,7 +33,7 @@ from ..models.base import ImageTextEncoder
 from ..models.inpaint import Inpainter, load_inpainter
 from ..models.ocr import Box, load_detector, load_spotter
 from ..stages import parrot as algo
-from ..stages.parrot_audit import WORDS, AuditResult, audit_figure, sync_scores
+from ..stages.parrot_audit import STYLES, WORDS, AuditResult, audit_figure, sync_scores
 from ..workspace import Workspace, WorkspaceError
 from .decisions import FilterSummary, decision_table, record_decisions
 from .score import SIGNAL as CLIP_SIGNAL
@@ -347,10 +348,14 @@ def parrot_rates(workspace: str | Path, *, by: str = "source",
 
 
 def parrot_audit(*, model: str = "default", device: str = "cpu", out: str | Path | None = None,
-                 words: list[str] | None = None) -> AuditResult:
+                 words: list[str] | None = None, progress: bool = True) -> AuditResult:
     """The synthetic text benchmark (SPEC §4.1) for encoder ``model``; with ``out``, writes
     ``parrot_audit.json`` (numbers) and ``parrot_audit.png`` (plot) there."""
-    result = sync_scores(load_encoder(model, device), words or list(WORDS))
+    words = list(dict.fromkeys(words or WORDS))
+    # The bar starts before the model loads, which takes most of a short audit's time.
+    with progress_bar("parrot audit", len(words) * len(STYLES), unit="images",
+                      enabled=progress) as advance:
+        result = sync_scores(load_encoder(model, device), words, advance=advance)
     if out is not None:
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
