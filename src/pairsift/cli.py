@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import json
 import math
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -573,8 +574,9 @@ def demo(
     console.print(table)
     console.print("dropped pairs with the lowest CLIP scores:")
     for ex in r.dropped_examples:
-        console.print(f"  {ex['clip_score']:.3f}  {ex['key']}: {ex['caption']!r}\n"
-                      f"         pairsift explain {ex['uid']} -w {r.workspace}")
+        console.print(f"  {ex['clip_score']:.3f}  {ex['key']}: {ex['caption']!r}")
+        console.print(f"         pairsift explain {ex['uid']} -w {shlex.quote(str(r.workspace))}",
+                      soft_wrap=True, markup=False)  # never wrapped: it is pasted back
     console.print(f"workspace: {r.workspace}\nexport: {r.export}\nreport: {r.report}")
 
 
