@@ -56,7 +56,7 @@ SIGNAL_SCHEMA = pa.schema([
     ("ocr_co_emb", pa.list_(pa.bool_())),  # per word: part of the co-embedded text
     ("co_emb_words", pa.list_(pa.string())),  # caption tokens the image shows
     ("cotr", pa.float32()),  # NaN: no caption
-    ("text_area", pa.float32()),  # share of the image under word boxes
+    ("text_area", pa.float32()),  # share of the image under confidently read word boxes
     ("text_probe", pa.bool_()),  # has-text pass found text; null: pass not run
 ])
 RELATIVE_COLUMNS = ("s0", "s_all", "s_co", "s_rand", "rsa", "rsc", "rs_rand", "rsa_diff",
@@ -94,7 +94,10 @@ def parrot_spot(workspace: str | Path, *, spotter: str = "rapidocr", has_text_pa
         raise ValueError(f"unknown CoTR mode {mode!r}; choose one of {algo.COTR_MODES}")
     ws = Workspace.open(workspace)
     config = {"spotter": spotter, "has_text_pass": has_text_pass, "mode": mode,
-              "fuzzy": fuzzy, "stopwords": stopwords}
+              "fuzzy": fuzzy, "stopwords": stopwords,
+              "text_area": {"min_confidence": algo.AREA_MIN_CONFIDENCE,
+                            "large_word_share": algo.LARGE_WORD_SHARE,
+                            "large_word_min_confidence": algo.LARGE_WORD_MIN_CONFIDENCE}}
     words = algo.STOPWORDS if stopwords else frozenset()
     reader = load_spotter(spotter)
     detector = load_detector() if has_text_pass else None
@@ -135,7 +138,8 @@ def _signal_row(row: dict, spotted: list, probe: bool | None, width: int, height
             "ocr_co_emb": algo.co_embedded_mask(texts, set(matched.values())),
             "co_emb_words": list(matched),
             "cotr": algo.rate(row["caption"], texts, matched, mode),
-            "text_area": algo.text_area(boxes, width, height), "text_probe": probe}
+            "text_area": algo.text_area(algo.area_boxes(spotted, width, height), width, height),
+            "text_probe": probe}
 
 
 def _floats(table: pa.Table, column: str) -> np.ndarray:
