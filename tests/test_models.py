@@ -220,11 +220,17 @@ def test_a_5mb_caption_is_embedded_fast_as_its_first_characters(
     """Issue 14 item 8: tokenising a whole 100 MB caption took 81 s and 7.3 GB; only the first
     context's worth of tokens is ever used (5 MB took 16 s on MiniLM before the fix)."""
     encoder = request.getfixturevalue(model)
+    encoder.encode_texts(["a warm-up caption"])
+    huge, huge_s = _timed(encoder.encode_texts, [HUGE_CAPTION])
+    head, head_s = _timed(encoder.encode_texts, [HUGE_CAPTION[:5000]])
+    np.testing.assert_allclose(huge, head, atol=1e-6)
+    # as fast as the first 5000 characters, with slack for a busy machine
+    assert huge_s < 3 * head_s + 1.0, f"{huge_s:.1f} s for 5 MB, {head_s:.2f} s for 5 kB"
+
+
+def _timed(fn: Callable, *args: object) -> tuple[object, float]:
     start = time.perf_counter()
-    huge = encoder.encode_texts([HUGE_CAPTION])
-    elapsed = time.perf_counter() - start
-    np.testing.assert_allclose(huge, encoder.encode_texts([HUGE_CAPTION[:5000]]), atol=1e-6)
-    assert elapsed < 3.0, f"{elapsed:.1f} s for a 5 MB caption"
+    return fn(*args), time.perf_counter() - start
 
 
 # --- names --------------------------------------------------------------------------------------
