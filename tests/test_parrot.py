@@ -1,5 +1,5 @@
-"""Parrot captions (SPEC.md §4): CoTR and friends, then the stage scored against the synthetic
-corpus's truth, the filters, RSA/RSC and the encoder audit."""
+"""Parrot captions (docs/algorithms.md §4): CoTR and friends, then the stage scored against the
+synthetic corpus's truth, the filters, RSA/RSC and the encoder audit."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ from pairsift.synth import SynthConfig, make_corpus, tokens
 
 
 def test_cotr_is_share_of_caption_words_shown():
-    """SPEC §4.2: C = set(tok(caption)), E = set(tok(ocr)); |C ∩ E| / |C|."""
+    """docs/algorithms.md §4.2: C = set(tok(caption)), E = set(tok(ocr)); |C ∩ E| / |C|."""
     value, words = cotr("Summer SALE: a tabby cat, summer!", ["SUMMER", "sale", "50%"])
     assert words == ["summer", "sale"]
     assert value == pytest.approx(2 / 5)  # {summer, sale, a, tabby, cat}
@@ -67,7 +67,7 @@ def test_cotr_iou_mode_and_edge_cases():
 
 
 def test_function_words_do_not_make_a_parrot():
-    """Shared "on"/"the" is chance, not parroting; SPEC's literal rule counts them."""
+    """Shared "on"/"the" is chance, not parroting; the literal rule counts them."""
     caption = "a cat on the sofa"
     ocr = ["Fig. 22. Another experiment on the same subject."]
     assert cotr(caption, ocr) == (0.0, [])
@@ -281,7 +281,7 @@ def small_spotted(tmp_path_factory):
 
 
 def test_relative_scores_after_text_removal(small_spotted):
-    """Real default encoder: S0 and the three inpainted variants, RSA/RSC as SPEC §4.3."""
+    """Real default encoder: S0 and three inpainted variants, RSA/RSC (docs/algorithms.md §4.3)."""
     ws, corpus = small_spotted
     summary = parrot_relative(ws, progress=False)
     rel = {r["uid"]: r for r in Workspace.open(ws).signals(RELATIVE).to_pylist()}

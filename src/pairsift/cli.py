@@ -77,6 +77,9 @@ def ingest(
         console.print(f"source [bold]{skipped}[/bold] was already ingested: nothing added")
     rows = [("samples in", s.total), ("readable", s.samples)]
     rows += [(f"error: {reason}", n) for reason, n in s.errors.most_common()]
+    if s.shard_errors:
+        rows.append(("shard errors (shards or folders not read)", s.shard_errors))
+    rows += [(f"dropped: {reason}", n) for reason, n in s.dropped.most_common()]
     if s.ignored_files:
         rows.append(("files that are not samples (ignored)", s.ignored_files))
     console.print(_counts_table(f"ingest → {s.workspace}", rows))
@@ -269,11 +272,15 @@ def export(
     format: Annotated[str, typer.Option("--format", "-f", help="webdataset | parquet | "
                                         "openclip-csv | datacomp-uids")] = "webdataset",
     shard_size: Annotated[int, typer.Option(help="Samples per WebDataset shard.")] = 10_000,
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace OUT's folder even if it is not a pairsift export of this format.")] = False,
 ) -> None:
     """Write the kept subset."""
-    s = api.export(workspace, out, format=format, shard_size=shard_size)
+    s = api.export(workspace, out, format=format, shard_size=shard_size, overwrite=overwrite)
     console.print(f"exported {s.exported:,} samples ({s.dropped:,} dropped) as {s.format} "
                   f"→ {s.out}")
+    for reason, n in s.left_out.items():
+        console.print(f"left out {n:,} kept samples that {s.format} cannot hold: {reason}")
 
 
 parrot_app = typer.Typer(no_args_is_help=True,

@@ -1,4 +1,4 @@
-"""The workspace: pairsift's single source of truth on disk (DESIGN.md §3).
+"""The workspace: pairsift's single source of truth on disk (docs/design.md §3).
 
 ```
 ws/

@@ -87,8 +87,8 @@ def parrot_spot(workspace: str | Path, *, spotter: str = "rapidocr", has_text_pa
     """Spot text in every image and compare it with the caption (signal ``parrot``).
 
     ``has_text_pass`` runs rapidocr's detector alone first and skips recognition where it
-    finds nothing. CoTR options (SPEC §4.2): ``mode`` caption|iou, ``fuzzy`` normalised edit
-    distance (0: exact), ``stopwords`` keeps function words from matching.
+    finds nothing. CoTR options (docs/algorithms.md §4.2): ``mode`` caption|iou, ``fuzzy``
+    normalised edit distance (0: exact), ``stopwords`` keeps function words from matching.
     """
     if mode not in algo.COTR_MODES:
         raise ValueError(f"unknown CoTR mode {mode!r}; choose one of {algo.COTR_MODES}")
@@ -156,7 +156,7 @@ def parrot_relative(workspace: str | Path, *, model: str | None = None, device: 
                     inpainter: str = "telea", radius: float = 3.0, seed: int = 0,
                     batch_size: int = 16, threads: int | None = None,
                     progress: bool = True) -> RelativeSummary:
-    """RSA/RSC (SPEC §4.3) for every captioned image with spotted text (signal
+    """RSA/RSC (docs/algorithms.md §4.3) for every captioned image with spotted text (signal
     ``parrot_relative``; others get NaN): the image is re-scored after inpainting all
     spotted words, only the co-embedded ones, and random boxes of the same sizes.
 
@@ -353,8 +353,8 @@ def parrot_rates(workspace: str | Path, *, by: str = "source",
 
 def parrot_audit(*, model: str = "default", device: str = "cpu", out: str | Path | None = None,
                  words: list[str] | None = None, progress: bool = True) -> AuditResult:
-    """The synthetic text benchmark (SPEC §4.1) for encoder ``model``; with ``out``, writes
-    ``parrot_audit.json`` (numbers) and ``parrot_audit.png`` (plot) there."""
+    """The synthetic text benchmark (docs/algorithms.md §4.1) for encoder ``model``; with
+    ``out``, writes ``parrot_audit.json`` (numbers) and ``parrot_audit.png`` (plot) there."""
     words = list(dict.fromkeys(words or WORDS))
     # The bar starts before the model loads, which takes most of a short audit's time.
     with progress_bar("parrot audit", len(words) * len(STYLES), unit="images",

@@ -1,8 +1,9 @@
-"""Parrot captions (SPEC.md §4): co-embedded text, CoTR, text area, random equal-area boxes,
-relative scores, per-group rates and the filters' keep/drop rules. Algorithms only.
+"""Parrot captions (docs/algorithms.md §4): co-embedded text, CoTR, text area, random
+equal-area boxes, relative scores, per-group rates and the filters' keep/drop rules.
 
-Words are compared as SPEC §4.2 tokenises them (:func:`pairsift.synth.text.tokens`: lowercase,
-NFKC, split on non-alphanumerics), the same function the synthetic corpus's truth uses.
+Algorithms only. Words are compared as docs/algorithms.md §4.2 tokenises them
+(:func:`pairsift.synth.text.tokens`: lowercase, NFKC, split on non-alphanumerics), the same
+function the synthetic corpus's truth uses.
 
 >>> cotr("Summer sale: a tabby cat", ["SUMMER SALE", "50%"])
 (0.4, ['summer', 'sale'])
@@ -43,7 +44,7 @@ def co_embedded(caption: str | None, ocr_words: Sequence[str], *, fuzzy: float =
     """Co-Emb text: each caption token the image also shows, mapped to the OCR token it matched.
 
     A caption token matches an OCR token that is equal, within normalised edit distance
-    ``fuzzy`` (0: exact, SPEC's default), or a piece of an OCR token made wholly of caption
+    ``fuzzy`` (0: exact, the default), or a piece of an OCR token made wholly of caption
     tokens (OCR often drops the space between words: "FREELIMITED"). Stop-words and one-letter
     tokens never match. Caption order is kept.
     """
@@ -92,7 +93,7 @@ def edit_ratio(a: str, b: str) -> float:
 
 def cotr(caption: str | None, ocr_words: Sequence[str], *, mode: str = "caption",
          fuzzy: float = 0.0, stopwords: frozenset[str] = STOPWORDS) -> tuple[float, list[str]]:
-    """Co-emb text rate and the co-embedded words (SPEC §4.2); see :func:`rate`."""
+    """Co-emb text rate and the co-embedded words (docs/algorithms.md §4.2); see :func:`rate`."""
     matched = co_embedded(caption, ocr_words, fuzzy=fuzzy, stopwords=stopwords)
     return rate(caption, ocr_words, matched, mode), list(matched)
 
@@ -164,7 +165,7 @@ def random_boxes(boxes: Sequence[Box], width: int, height: int, rng: np.random.G
                  tries: int = 20) -> list[Box]:
     """Boxes of the same sizes (so the same total area) at random places away from ``boxes``.
 
-    The random-inpainting baseline of SPEC §4.3: removing as many pixels that are not text
+    The random-inpainting baseline (docs/algorithms.md §4.3): removing as many non-text pixels
     tells how much of a score drop is inpainting damage rather than lost text. Each box tries
     ``tries`` positions that overlap neither text nor earlier random boxes, then takes the last.
     """
@@ -188,7 +189,9 @@ def _overlaps(a: Box, b: Box) -> bool:
 
 def relative_scores(s0: np.ndarray, s_all: np.ndarray, s_co: np.ndarray,
                     s_rand: np.ndarray) -> dict[str, np.ndarray]:
-    """RSA = S_all/S0, RSC = S_co/S0, the random baseline S_rand/S0, and S0 − S_x (SPEC §4.3).
+    """RSA = S_all/S0, RSC = S_co/S0, the random baseline S_rand/S0, and S0 − S_x.
+
+    docs/algorithms.md §4.3.
 
     Ratios are NaN where S0 ≤ 0: a ratio to a non-positive score has no meaning.
     """
@@ -232,7 +235,7 @@ def nanmean(x: np.ndarray) -> float:
 
 
 def parrot_drop(cotr_values: np.ndarray, threshold: float = 0.0) -> np.ndarray:
-    """Parrot caption: CoTR > threshold (SPEC §4.2 default 0). No caption: never a parrot."""
+    """Parrot: CoTR > threshold (default 0, docs/algorithms.md §4.2). No caption: never a parrot."""
     return np.nan_to_num(np.asarray(cotr_values, np.float64), nan=-1.0) > threshold
 
 

@@ -1,4 +1,4 @@
-"""Encoder audit: the synthetic text benchmark of "Parrot Captions" (SPEC.md §4.1).
+"""Encoder audit: the synthetic text benchmark of "Parrot Captions" (docs/algorithms.md §4.1).
 
 Each word is drawn alone, 32 px, centred on a 224×224 canvas in four background/text styles;
 the Sync. Score is the mean cosine of a rendered word with the embedding of the same word.
