@@ -23,6 +23,7 @@ from ..engine.local import (
     default_threads,
     map_images,
     ordered_map,
+    progress_bar,
     run_signal_stage,
 )
 from ..io.images import ImageDecodeError, decode_image
@@ -32,7 +33,7 @@ from ..models.base import ImageTextEncoder
 from ..models.inpaint import Inpainter, load_inpainter
 from ..models.ocr import Box, load_detector, load_spotter
 from ..stages import parrot as algo
-from ..stages.parrot_audit import WORDS, AuditResult, audit_figure, sync_scores
+from ..stages.parrot_audit import STYLES, WORDS, AuditResult, audit_figure, sync_scores
 from ..workspace import Workspace, WorkspaceError
 from .decisions import FilterSummary, decision_table, record_decisions
 from .score import SIGNAL as CLIP_SIGNAL
@@ -55,7 +56,7 @@ SIGNAL_SCHEMA = pa.schema([
     ("ocr_co_emb", pa.list_(pa.bool_())),  # per word: part of the co-embedded text
     ("co_emb_words", pa.list_(pa.string())),  # caption tokens the image shows
     ("cotr", pa.float32()),  # NaN: no caption
-    ("text_area", pa.float32()),  # share of the image under word boxes
+    ("text_area", pa.float32()),  # share of the image under confidently read word boxes
     ("text_probe", pa.bool_()),  # has-text pass found text; null: pass not run
 ])
 RELATIVE_COLUMNS = ("s0", "s_all", "s_co", "s_rand", "rsa", "rsc", "rs_rand", "rsa_diff",
@@ -93,7 +94,10 @@ def parrot_spot(workspace: str | Path, *, spotter: str = "rapidocr", has_text_pa
         raise ValueError(f"unknown CoTR mode {mode!r}; choose one of {algo.COTR_MODES}")
     ws = Workspace.open(workspace)
     config = {"spotter": spotter, "has_text_pass": has_text_pass, "mode": mode,
-              "fuzzy": fuzzy, "stopwords": stopwords}
+              "fuzzy": fuzzy, "stopwords": stopwords,
+              "text_area": {"min_confidence": algo.AREA_MIN_CONFIDENCE,
+                            "large_word_share": algo.LARGE_WORD_SHARE,
+                            "large_word_min_confidence": algo.LARGE_WORD_MIN_CONFIDENCE}}
     words = algo.STOPWORDS if stopwords else frozenset()
     reader = load_spotter(spotter)
     detector = load_detector() if has_text_pass else None
@@ -134,7 +138,8 @@ def _signal_row(row: dict, spotted: list, probe: bool | None, width: int, height
             "ocr_co_emb": algo.co_embedded_mask(texts, set(matched.values())),
             "co_emb_words": list(matched),
             "cotr": algo.rate(row["caption"], texts, matched, mode),
-            "text_area": algo.text_area(boxes, width, height), "text_probe": probe}
+            "text_area": algo.text_area(algo.area_boxes(spotted, width, height), width, height),
+            "text_probe": probe}
 
 
 def _floats(table: pa.Table, column: str) -> np.ndarray:
@@ -347,10 +352,14 @@ def parrot_rates(workspace: str | Path, *, by: str = "source",
 
 
 def parrot_audit(*, model: str = "default", device: str = "cpu", out: str | Path | None = None,
-                 words: list[str] | None = None) -> AuditResult:
+                 words: list[str] | None = None, progress: bool = True) -> AuditResult:
     """The synthetic text benchmark (docs/algorithms.md §4.1) for encoder ``model``; with
     ``out``, writes ``parrot_audit.json`` (numbers) and ``parrot_audit.png`` (plot) there."""
-    result = sync_scores(load_encoder(model, device), words or list(WORDS))
+    words = list(dict.fromkeys(words or WORDS))
+    # The bar starts before the model loads, which takes most of a short audit's time.
+    with progress_bar("parrot audit", len(words) * len(STYLES), unit="images",
+                      enabled=progress) as advance:
+        result = sync_scores(load_encoder(model, device), words, advance=advance)
     if out is not None:
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)

@@ -127,6 +127,30 @@ def text_area(boxes: Sequence[Box], width: int, height: int) -> float:
     return float(box_mask(boxes, width, height).mean())
 
 
+# Text area says that text covers the image, so it counts only words the recogniser is sure of.
+# On text-free photos OCR reads shapes, unsure: coins as "0" or "D000O" (0.4-0.88), an espresso
+# cup as "8", an eye as "C", a horse as "T" or "1" (0.6-0.96), and those boxes can cover the whole
+# image. A word box covering a quarter of the image is large, clean text, the easiest text to
+# read, so it must be read near-certainly. On 215 synthetic images (scikit-image photos and
+# drawn words) this keeps every drawn word, and the largest text area of a text-free photo
+# falls from 0.99 to 0.02.
+AREA_MIN_CONFIDENCE = 0.9
+LARGE_WORD_SHARE = 0.25
+LARGE_WORD_MIN_CONFIDENCE = 0.98
+
+
+def area_boxes(spotted: Sequence[Spotted], width: int, height: int) -> list[Box]:
+    """The boxes of the spotted words that count toward :func:`text_area`."""
+    large = LARGE_WORD_SHARE * width * height
+    return [w.box for w in spotted
+            if w.confidence >= (LARGE_WORD_MIN_CONFIDENCE if _area(w.box) >= large
+                                else AREA_MIN_CONFIDENCE)]
+
+
+def _area(box: Box) -> int:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
 def spot_image(image: Image.Image, spotter: TextSpotter,
                detector: TextDetector | None) -> tuple[list[Spotted], bool | None]:
     """Spotted words and whether the has-text pass found text (None: no pass was run)."""
