@@ -53,6 +53,7 @@ class Stage:
     requires: ClassVar[tuple[str, ...]] = ()  # stages whose current run it reads (must exist)
     uses: ClassVar[tuple[str, ...]] = ()  # stages it reads when they have run
     reason: ClassVar[str | None] = None  # the drop reason, for stages that decide
+    version: ClassVar[int] = 1  # bump when the stage computes something else: new run ids
     reads_embeddings: ClassVar[bool] = False  # reads the model's stored embeddings
     auto: ClassVar[bool] = False  # may run with default options when a stage requires it
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -96,10 +97,11 @@ def parrot_audit(
         "parrot-audit"),
     words: Annotated[Path | None, typer.Option(help="Words to render, one per line "
                                                     "(default: 60 common caption words).")] = None,
+    quiet: Quiet = False,
 ) -> None:
     """How much an encoder rewards reading text: the synthetic Sync. Score benchmark."""
     word_list = words.read_text().split() if words else None
-    r = api.parrot_audit(model=model, device=device, out=out, words=word_list)
+    r = api.parrot_audit(model=model, device=device, out=out, words=word_list, progress=not quiet)
     console.print(f"{r.model}: Sync. Score {r.sync_score:.3f} (other words {r.baseline:.3f}, "
                   f"gap {r.sync_score - r.baseline:+.3f}) over {len(r.words)} words x 4 styles "
                   f"→ {out}")
@@ -289,8 +291,10 @@ def demo(
     console.print(table)
     console.print("dropped pairs with the lowest CLIP scores:")
     for ex in r.dropped_examples:
-        console.print(f"  {ex['clip_score']:.3f}  {ex['key']}: {ex['caption']!r}\n"
-                      f"         pairsift explain {ex['uid']} -w {r.workspace}")
+        console.print(f"  {ex['clip_score']:.3f}  {ex['key']}: {ex['caption']!r}",
+                      markup=False)
+        console.print(f"         pairsift explain {ex['uid']} -w {shlex.quote(str(r.workspace))}",
+                      soft_wrap=True, markup=False)  # never wrapped: it is pasted back
     console.print(f"workspace: {r.workspace}\nexport: {r.export}\nreport: {r.report}")
 
 

@@ -44,7 +44,8 @@ def run_stage(stage: Stage, workspace: str | Path | Workspace, *, engine: str = 
 
 
 def run_id(stage: Stage, inputs: dict[str, Any]) -> str:
-    return config_hash({"config": stage.config, "inputs": inputs})
+    """The run's name: what it computes (config and version) from what (inputs)."""
+    return config_hash({"config": stage.config, "inputs": inputs, "version": stage.version})
 
 
 def resolve_inputs(ws: Workspace, stage: Stage) -> dict[str, Any]:

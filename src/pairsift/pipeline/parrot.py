@@ -9,10 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..engine.threads import progress_bar
 from ..errors import ConfigError
 from ..models import load_encoder
 from ..stages import parrot as algo
-from ..stages.parrot_audit import WORDS, AuditResult, audit_figure, sync_scores
+from ..stages.parrot_audit import STYLES, WORDS, AuditResult, audit_figure, sync_scores
 from ..workspace import Workspace
 
 GROUPINGS = ("source", "cluster")
@@ -43,10 +44,14 @@ def parrot_rates(workspace: str | Path, *, by: str = "source",
 
 
 def parrot_audit(*, model: str = "default", device: str = "cpu", out: str | Path | None = None,
-                 words: list[str] | None = None) -> AuditResult:
+                 words: list[str] | None = None, progress: bool = True) -> AuditResult:
     """The synthetic text benchmark (docs/algorithms.md §4.1) for encoder ``model``; with
     ``out``, writes ``parrot_audit.json`` (numbers) and ``parrot_audit.png`` (plot) there."""
-    result = sync_scores(load_encoder(model, device), words or list(WORDS))
+    words = list(dict.fromkeys(words or WORDS))
+    # The bar starts before the model loads, which takes most of a short audit's time.
+    with progress_bar("parrot audit", len(words) * len(STYLES), unit="images",
+                      enabled=progress) as advance:
+        result = sync_scores(load_encoder(model, device), words, advance=advance)
     if out is not None:
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from ..models import model_slug
 from ..uids import UID_DTYPE, hex_strings, uid_strings
-from ..workspace import PART_SCHEMA, Workspace, config_hash, write_table
+from ..workspace import PART_SCHEMA, Workspace, write_table
 
 MODEL = "open_clip:ViT-B-32/laion2b_s34b_b79k"  # what the vectors stand in for (512-d)
 
@@ -37,7 +37,7 @@ def tiled_workspace(root: str | Path, n: int, *, part_size: int = 100_000, dim: 
     rng = np.random.default_rng(seed)
     centres = _unit(rng.standard_normal((clusters, dim), np.float32))
     slug = model_slug(MODEL)
-    hashes_run = _run_id({})
+    hashes_run = _run_id("hashes", {})
     parts = {}
     for part, start in enumerate(range(0, n, part_size)):
         size = min(part_size, n - start)
@@ -91,14 +91,17 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def _run_id(config: dict) -> str:
-    """The run id the stage with this config computes (a map stage: no inputs)."""
-    return config_hash({"config": config, "inputs": {}})
+def _run_id(stage: str, config: dict) -> str:
+    """The run id the map stage with this config computes (a map stage has no inputs)."""
+    from ..engine.runner import run_id
+    from ..stage import get_stage
+
+    return run_id(get_stage(stage)(**config), {})
 
 
 def _record(ws: Workspace, stage: str, config: dict, *, models: dict | None = None) -> None:
     """A finished run of a map stage, as if it had computed what was generated."""
-    run = _run_id(config)
+    run = _run_id(stage, config)
     ws.begin_run(stage, run, {"kind": "map", "config": config, "options": config,
                               "inputs": {}})
     ws.finish_run(stage, run, {"generated": True}, models=models)
