@@ -12,7 +12,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from pairsift import Workspace, api
-from pairsift.cli import app, commands
+from pairsift.cli import app
+from pairsift.cli import commands as cli_commands
 from pairsift.pipeline.demo import DemoResult, demo
 
 
@@ -55,7 +56,7 @@ def test_suggested_explain_commands_are_never_wrapped(demo_twice, monkeypatch):
     """Issue 15 item 9: on a narrow terminal the suggested command broke when pasted."""
     first, _ = demo_twice
     narrow = Console(file=io.StringIO(), width=40)
-    monkeypatch.setattr(commands, "console", narrow)
+    monkeypatch.setattr(cli_commands, "console", narrow)
     monkeypatch.setattr(api, "demo", lambda *args, **kwargs: first)
     assert CliRunner().invoke(app, ["demo", str(first.directory)]).exit_code == 0
     lines = narrow.file.getvalue().splitlines()

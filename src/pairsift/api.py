@@ -76,7 +76,7 @@ _STAGES = {python_name(n): stage_function(n) for n in stage_names()}
 globals().update(_STAGES)
 
 # Commands that are not stages, imported on first use (they pull in scipy, matplotlib,
-# webdataset: seconds that `pairsift --help` should not pay).
+# webdataset: seconds that the CLI's help should not pay).
 COMMANDS = {
     "calibrate": "search", "classify": "search", "index": "search", "search": "search",
     "serve": "search", "demo": "demo", "explain": "explain", "export": "export",

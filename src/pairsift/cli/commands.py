@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from .. import api
-from ..stage import get_stage, option_lines, stage_names
+from ..stage import get_stage, option_lines, python_name, stage_names
 from .app import GROUPS, Quiet, Workspace, app, console, friendly_errors
 from .stages import PRINTERS, print_default
 
@@ -354,3 +354,18 @@ def stages() -> None:
         console.print(f"[bold]{name}[/bold] ({cls.kind}): {(cls.__doc__ or '').split(chr(10))[0]}")
         for line in option_lines(cls):
             console.print(f"    {line}", soft_wrap=True)
+
+
+@parrot_app.command("filter")
+@friendly_errors
+def parrot_filter(
+    rule: Annotated[str, typer.Argument(help="parrot | text-dominated | simple-fix")],
+    workspace: Workspace,
+    threshold: Annotated[float | None, typer.Option(help="The filter's threshold.")] = None,
+) -> None:
+    """Former spelling of `pairsift filter parrot|text-dominated|simple-fix`."""
+    stage = get_stage(f"filter-{rule}")  # an unknown rule: the error names the filters
+    console.print(f"[yellow]note:[/yellow] `pairsift parrot filter {rule}` is now "
+                  f"`pairsift filter {rule}`", soft_wrap=True)
+    options = {} if threshold is None else {"threshold": threshold}
+    print_default(getattr(api, python_name(stage.name))(workspace, **options))

@@ -10,7 +10,7 @@ from PIL import Image
 
 from ..lazy import lazy
 
-torch = lazy("torch")  # imported on first use: `pairsift --help` needs no torch
+torch = lazy("torch")  # imported on first use: the CLI starts without torch
 
 
 @dataclass(frozen=True)

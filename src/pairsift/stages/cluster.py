@@ -21,7 +21,7 @@ from ..lazy import lazy
 from ..params import Param
 from ..stage import GlobalStage, PartOutput, register
 
-torch = lazy("torch")  # imported on first use: `pairsift --help` needs no torch
+torch = lazy("torch")  # imported on first use: the CLI starts without torch
 Device = str  # "cpu", "cuda", "cuda:1" (or a torch.device)
 
 DEFAULT_TARGET_CLUSTER_SIZE = 1000

@@ -14,7 +14,7 @@ from ..models.base import ImageTextEncoder
 from ..params import Param
 from ..stage import MapStage, PartOutput, Sample, register
 
-torch = lazy("torch")  # imported on first use: `pairsift --help` needs no torch
+torch = lazy("torch")  # imported on first use: the CLI starts without torch
 
 # Decode JPEGs at reduced DCT scale, still at least twice the model's input size.
 DRAFT_SIZE = (448, 448)

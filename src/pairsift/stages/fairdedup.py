@@ -28,7 +28,7 @@ from ..uids import uid_strings
 from .cluster import Device, unit_rows
 from .semdedup import DEFAULT_BLOCK, ClusterDedup, _over, default_eps, threshold
 
-torch = lazy("torch")  # imported on first use: `pairsift --help` needs no torch
+torch = lazy("torch")  # imported on first use: the CLI starts without torch
 
 DEFAULT_TEMPLATES = (
     "a photo of a {} person.",

@@ -26,7 +26,7 @@ from ..uids import uid_strings
 from .cluster import Device, cluster_members, float_tensor, unit_rows
 from .keep import earlier_dedup, excluded, keep_rank
 
-torch = lazy("torch")  # imported on first use: `pairsift --help` needs no torch
+torch = lazy("torch")  # imported on first use: the CLI starts without torch
 
 Order = Literal["hard", "easy", "random"]
 TieBreak = Literal["id", "stable"]
