@@ -183,6 +183,9 @@ def dedup_semantic(
     keep_fraction: Annotated[float | None, typer.Option(help="Choose eps to keep this "
                                                              "fraction.")] = None,
     order: Annotated[str, typer.Option(help="hard | easy | random")] = "hard",
+    tie_break: Annotated[str, typer.Option(help="Which exact copy survives: meta (first in "
+                                                "dataset order, Meta's code) | id (NeMo "
+                                                "Curator's id order).")] = "meta",
     rank_by: Annotated[str | None, typer.Option(help="Rank by a signal column instead "
                                                      "(largest kept), e.g. clip_score.")] = None,
     rule: Annotated[str, typer.Option(help="semdedup_code | greedy_kept | "
@@ -195,8 +198,8 @@ def dedup_semantic(
 ) -> None:
     """SemDeDup inside each cluster; prints the eps sweep (eps -> kept fraction)."""
     s = api.dedup_semantic(workspace, eps=eps, keep_fraction=keep_fraction, order=order,
-                           rank_by=rank_by, rule=rule, strict=strict, block=block,
-                           device=device, progress=not quiet)
+                           tie_break=tie_break, rank_by=rank_by, rule=rule, strict=strict,
+                           block=block, device=device, progress=not quiet)
     sweep = Table("eps", "kept fraction", title="eps sweep (semdedup_code rule)")
     for e, fraction in s.sweep:
         sweep.add_row(f"{e:g}", f"{fraction:.3f}")
