@@ -183,9 +183,9 @@ def dedup_semantic(
     keep_fraction: Annotated[float | None, typer.Option(help="Choose eps to keep this "
                                                              "fraction.")] = None,
     order: Annotated[str, typer.Option(help="hard | easy | random")] = "hard",
-    tie_break: Annotated[str, typer.Option(help="Which exact copy survives: meta (first in "
-                                                "dataset order, Meta's code) | id (NeMo "
-                                                "Curator's id order).")] = "meta",
+    tie_break: Annotated[str, typer.Option(help="Ranking of exact copies: meta (Meta's "
+                                                "stable sort, dataset order) | id (NeMo "
+                                                "Curator's, by id).")] = "meta",
     rank_by: Annotated[str | None, typer.Option(help="Rank by a signal column instead "
                                                      "(largest kept), e.g. clip_score.")] = None,
     rule: Annotated[str, typer.Option(help="semdedup_code | greedy_kept | "
