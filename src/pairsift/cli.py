@@ -119,9 +119,13 @@ def filter_clip_score(
                                                          "OpenAI ViT-B/32).")] = None,
     top: Annotated[float | None, typer.Option(help="Keep the top fraction F, as DataComp "
                                                    "(e.g. 0.3).")] = None,
+    nan_policy: Annotated[str, typer.Option(help="With --top, samples without a score: "
+                                                 "exclude (F of the scored ones) | datacomp "
+                                                 "(counted in N, as DataComp's "
+                                                 "code).")] = "exclude",
 ) -> None:
     """Keep pairs by CLIP score: a threshold or DataComp's top fraction."""
-    s = api.filter_clip_score(workspace, threshold=threshold, top=top)
+    s = api.filter_clip_score(workspace, threshold=threshold, top=top, nan_policy=nan_policy)
     console.print(f"clip score >= {s.threshold:.4f}: kept {s.kept:,}, dropped {s.dropped:,}")
 
 
