@@ -10,9 +10,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image, ImageDraw, ImageFont
 
 from pairsift import Workspace, ingest
 from pairsift.engine.local import run_signal_stage
+from pairsift.models.ocr import load_spotter
 from pairsift.pipeline.parrot import (
     PARROT_FILTER,
     RELATIVE,
@@ -34,6 +36,7 @@ from pairsift.stages.parrot import (
     random_boxes,
     relative_scores,
     simple_fix_keep,
+    spot_image,
     text_area,
 )
 from pairsift.synth import SynthConfig, make_corpus, tokens
@@ -64,6 +67,34 @@ def test_function_words_do_not_make_a_parrot():
     ocr = ["Fig. 22. Another experiment on the same subject."]
     assert cotr(caption, ocr) == (0.0, [])
     assert cotr(caption, ocr, stopwords=frozenset()) == (pytest.approx(2 / 5), ["on", "the"])
+
+
+def test_no_stopwords_is_the_literal_rule_one_letter_words_included():
+    """SPEC §4.2 literally: every caption token counts, "Plan B"'s "b" and "5 stars"'s "5"."""
+    assert cotr("Plan B", ["PLAN B"], stopwords=frozenset()) == (1.0, ["plan", "b"])
+    assert cotr("5 stars hotel", ["5 STARS"], stopwords=frozenset())[1] == ["5", "stars"]
+    assert cotr("Plan B", ["PLAN B"]) == (0.5, ["plan"])  # default: lone glyphs match by chance
+
+
+@pytest.mark.parametrize(("sign", "caption", "words"), [
+    ("JUST DO IT", "Just do it", ["just"]),
+    ("LOOK UP", "Look up!", ["look", "up"]),
+    ("WAY OUT", "way out", ["way", "out"]),
+])
+def test_words_that_mean_something_on_a_sign_make_a_parrot(sign, caption, words):
+    """A sign's words read by rapidocr: "just", "up", "out" are not function words."""
+    image = Image.new("RGB", (400, 160), "white")
+    ImageDraw.Draw(image).text((20, 50), sign, font=ImageFont.load_default(size=48), fill="black")
+    spotted, _ = spot_image(image, load_spotter("rapidocr"), None)
+    value, matched = cotr(caption, [s.text for s in spotted])
+    assert matched == words
+    assert parrot_drop(np.array([value]))[0]
+
+
+def test_sign_words_run_together_match():
+    """OCR that drops the space: a run-together token splits only into matchable words."""
+    assert list(co_embedded("look up", ["LOOKUP"])) == ["look", "up"]
+    assert list(co_embedded("way out", ["WAYOUT"])) == ["way", "out"]
 
 
 def test_ocr_words_run_together_still_match():

@@ -299,7 +299,8 @@ def parrot_spot(
     fuzzy: Annotated[float, typer.Option(help="Max normalised edit distance of a match "
                                               "(0: exact).")] = 0.0,
     stopwords: Annotated[bool, typer.Option(
-        help="Never match function words (a, on, the, ...).")] = True,
+        help="Never match function words (a, on, the, ...) or one-character tokens; "
+             "--no-stopwords: every word can match, SPEC's literal rule.")] = True,
     threads: Annotated[int | None, typer.Option(help="Worker threads.")] = None,
     quiet: Quiet = False,
 ) -> None:
