@@ -320,6 +320,22 @@ def test_printed_text_that_the_caption_does_not_repeat(shared_data, tmp_path):
     assert row["text_probe"] and row["cotr"] == 0.0 and row["co_emb_words"] == []
 
 
+def test_spotting_survives_extreme_aspect_ratios(tmp_path):
+    """A 4000×10 rule or a 10×4000 border made rapidocr raise and `parrot spot` stop."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (4000, 10), "gray").save(folder / "rule.png")
+    Image.new("RGB", (10, 4000), "gray").save(folder / "border.png")
+    banner = Image.new("RGB", (4000, 60), "white")
+    ImageDraw.Draw(banner).text((1500, 10), "SUMMER SALE", fill="black",
+                                font=ImageFont.load_default(size=40))
+    banner.save(folder / "banner.png")
+    (folder / "banner.txt").write_text("summer sale banner")
+    ingest(folder, tmp_path / "ws", progress=False)
+    summary = parrot_spot(tmp_path / "ws", progress=False)
+    assert (summary.samples, summary.with_text, summary.parrot) == (3, 1, 1)
+
+
 def test_encoder_audit_writes_number_and_plot(tmp_path):
     words = ["dog", "cat", "pizza", "guitar", "sunset", "wedding"]
     result = parrot_audit(model="default", out=tmp_path, words=words)
