@@ -176,8 +176,8 @@ def dedup_semantic(
     Give ``eps`` or ``keep_fraction`` (ε then chosen from the stored scores, SPEC §1.4); with
     neither, ε is the model's default (``models.default_dedup_eps``).
     ``order`` ranks each cluster (``hard``: farthest from the centroid first, as SemDeDup);
-    ``tie_break`` orders equal distances (exact copies): ``meta`` keeps the first in dataset
-    order as Meta's code does, ``id`` NeMo Curator's (distance, id) sort;
+    ``tie_break`` orders equal distances (exact copies): ``meta`` is Meta's stable sort in
+    dataset order (``hard`` keeps the first copy), ``id`` NeMo Curator's (distance, id) sort;
     ``rank_by`` ranks by a signal column instead (largest first, e.g. ``clip_score``).
     """
     if eps is not None and keep_fraction is not None:
