@@ -173,6 +173,14 @@ def test_rank_orders_and_tie_breaks():
         rank_cluster(np.array([0.1, np.nan, 0, 0]), ids)
 
 
+def _reference_removals(M: np.ndarray, eps: float, strict: bool) -> np.ndarray:
+    """Meta's `M > 1 - eps` on a float32 torch tensor, or NeMo's `>= 1.0 - eps` as pyarrow
+    evaluates it on float32 scores (promoted to float64)."""
+    if strict:
+        return (torch.from_numpy(M) > 1 - eps).numpy()
+    return M.astype(np.float64) >= 1.0 - eps
+
+
 @pytest.mark.parametrize("strict", [True, False])
 def test_eps_for_keep_fraction_keeps_at_least_q(strict):
     """§1.4: threshold at the ⌈qN⌉-th smallest score; ties at it keep more, never fewer."""
@@ -184,6 +192,7 @@ def test_eps_for_keep_fraction_keeps_at_least_q(strict):
         assert 0 < eps < 1
         kept = 1 - remove_mask(m, eps, strict=strict).mean()
         assert achieved == pytest.approx(kept)
+        assert kept == 1 - _reference_removals(m, eps, strict).mean()
         assert achieved >= q
         k = int(np.ceil(q * len(m)))  # the smallest achievable count ≥ qN, ties included
         assert achieved * len(m) == np.sum(m <= np.sort(m)[k - 1])
@@ -314,8 +323,7 @@ def test_each_rule_compares_at_its_reference_precision(eps):
     t32 = np.float32(1 - eps)
     M = np.array([0, np.nextafter(t32, np.float32(0)), t32, np.nextafter(t32, np.float32(2))],
                  np.float32)
-    meta = (torch.from_numpy(M) > 1 - eps).numpy()
-    nemo = M.astype(np.float64) >= 1.0 - eps
+    meta, nemo = _reference_removals(M, eps, True), _reference_removals(M, eps, False)
     np.testing.assert_array_equal(remove_mask(M, eps), meta)
     np.testing.assert_array_equal(remove_mask(M, eps, strict=False), nemo)
     assert eps_sweep(M, [eps], strict=False)[0] == 1 - nemo.mean()
@@ -327,3 +335,13 @@ def test_each_rule_compares_at_its_reference_precision(eps):
         res = semdedup_cluster(pair, np.array([0.2, 0.1]), np.arange(2), eps, rule=rule,
                                strict=False)
         assert res.remove.tolist() == [False, bool(nemo[2])], rule
+
+
+def test_thresholds_match_the_references_for_any_eps():
+    """Scores at float32(1−ε) and two floats either side, for 300 random ε."""
+    for eps in np.random.default_rng(0).uniform(0.001, 0.999, 300):
+        t32 = np.float32(1 - eps)
+        M = np.array([t32 + k * np.spacing(t32) for k in range(-2, 3)], np.float32)
+        for strict in (True, False):
+            np.testing.assert_array_equal(remove_mask(M, eps, strict=strict),
+                                          _reference_removals(M, eps, strict))
