@@ -79,7 +79,7 @@ def _sync(device: str) -> None:
 
 
 def nemo_blocked(x, block: int):
-    """NeMo Curator's pairwise loop (SPEC §2.2): full rows for every column block."""
+    """NeMo Curator's pairwise loop (docs/algorithms.md §2.2): full rows for every column block."""
     import torch
 
     n = x.shape[0]
@@ -92,7 +92,7 @@ def nemo_blocked(x, block: int):
 
 
 def official_dense(x):
-    """Meta SemDeDup (SPEC §1.2 step 5): dense S, zero diagonal, strict upper triangle."""
+    """Meta SemDeDup (docs/algorithms.md §1.2 step 5): dense S, zero diagonal, strict triu."""
     import torch
 
     S = x @ x.T
@@ -168,7 +168,7 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def check_removals(workdir: Path, eps_values: list[float], names: list[str]) -> list[str]:
-    """Removal sets at each ε must match the dense reference (SPEC §1.2 step 6, `>`).
+    """Removal sets at each ε must match the dense reference (docs/algorithms.md §1.2 step 6, `>`).
 
     Different matmul shapes can round a dot product differently in the last bit, so an item
     whose score is within 1e-6 of the threshold may flip; any other difference is a bug.

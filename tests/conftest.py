@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to ../shared/data and a small embedded workspace."""
+"""Shared fixtures: the real image files in tests/data and a small embedded workspace."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Files from other projects' test suites; tests/data/README.md gives origin, licence, expectations.
+TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    assert SHARED_DATA.is_dir(), f"{SHARED_DATA} missing: tests need ../shared/data"
-    return SHARED_DATA
+    return TEST_DATA
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Calibrated match confidence (SPEC.md §7.1): Bayes rule, monotonicity, prior, fallback, ECE."""
+"""Match confidence (docs/algorithms.md §6.1): Bayes rule, monotonicity, prior, fallback, ECE."""
 
 from __future__ import annotations
 

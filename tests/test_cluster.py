@@ -1,4 +1,5 @@
-"""k-means partition (SPEC §1.2 steps 1-3, DESIGN §6): faiss on a sample, chunked assignment."""
+"""k-means partition (docs/algorithms.md §1.2 steps 1-3, docs/design.md §6): faiss on a sample,
+chunked assignment."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def test_choose_k():
 
 
 def test_unit_rows_rejects_zero_rows():
-    """SPEC §1.2 step 1 [P]: normalise, and refuse rows without a direction."""
+    """docs/algorithms.md §1.2 step 1: normalise, and refuse rows without a direction."""
     x = unit_rows(np.array([[3.0, 4.0]], dtype=np.float16)).numpy()
     np.testing.assert_allclose(x, [[0.6, 0.8]], atol=1e-6)
     with pytest.raises(ValueError, match="row 1"):
@@ -49,7 +50,7 @@ def test_unit_rows_rejects_zero_rows():
 
 
 def test_read_only_float16_memmap_is_accepted_without_warnings(tmp_path):
-    """DESIGN §3: embeddings are float16 .npy opened with mmap_mode="r"."""
+    """docs/design.md §3: embeddings are float16 .npy opened with mmap_mode="r"."""
     X, _ = _blobs(per=30)
     np.save(tmp_path / "e.npy", X)
     mm = np.load(tmp_path / "e.npy", mmap_mode="r")
@@ -72,7 +73,7 @@ def test_spherical_kmeans_recovers_blobs_and_distance_is_cosine():
 
 
 def test_chunked_assignment_equals_one_shot():
-    """DESIGN §6: assignment streams in chunks; chunking must not change any result."""
+    """docs/design.md §6: assignment streams in chunks; chunking must not change any result."""
     X, _ = _blobs(seed=1)
     model = fit_kmeans(X, 5, niter=10, train_size=300)
     one = model.assign(X, chunk_size=len(X))
@@ -103,7 +104,7 @@ def test_pca_path_and_round_trip_through_arrays():
 
 
 def test_l2_kmeans_distance_is_to_normalised_centroid():
-    """SPEC §1.2 step 3 / §2.1: L2 clustering, but the ranking distance is 1 − cos."""
+    """docs/algorithms.md §1.2 step 3 / §2.1: L2 clustering, but the ranking distance is 1 − cos."""
     X, truth = _blobs(seed=3)
     model = fit_kmeans(X, 5, spherical=False, niter=20)
     labels, dist = model.assign(X)

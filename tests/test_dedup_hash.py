@@ -1,4 +1,4 @@
-"""`dedup exact` and `dedup perceptual` on the synthetic corpus's ground truth (DESIGN.md §4)."""
+"""`dedup exact` and `dedup perceptual` on the synthetic corpus's truth (docs/design.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`pairsift cluster` + `dedup semantic` on ground truth (SPEC.md §1-§2, issue 4's bar:
+"""`pairsift cluster` + `dedup semantic` on ground truth (docs/algorithms.md §1-§2, issue 4's bar:
 recall and precision ≥ 0.95 at the default ε in the default model's visual space)."""
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def test_keep_fraction_sweep_and_evidence(ws_copy):
 
 
 def test_redeciding_reuses_the_scores(ws_copy):
-    """ε-independent scores are computed once (SPEC §1.4); a new ε only re-decides."""
+    """ε-independent scores are computed once (docs/algorithms.md §1.4); a new ε only re-decides."""
     ws_dir, _ = ws_copy
     cluster(ws_dir, k=2, progress=False)
     loose = dedup_semantic(ws_dir, eps=0.05, progress=False)
@@ -91,7 +91,7 @@ def test_redeciding_reuses_the_scores(ws_copy):
 
 
 def test_rules_agree_on_clean_groups(ws_copy):
-    """The three keep rules of SPEC §1.3 differ only on chains; on this data they are close."""
+    """The keep rules of docs/algorithms.md §1.3 differ only on chains; on this data, little."""
     ws_dir, _ = ws_copy
     cluster(ws_dir, k=1, progress=False)
     counts = {rule: dedup_semantic(ws_dir, eps=0.2, rule=rule, progress=False).dropped
@@ -121,8 +121,9 @@ def _labels(truth: dict[str, dict], path, minority: set[str]) -> None:
 
 
 def test_fairdedup_same_prune_rate_more_minority_kept(ws_copy, tmp_path):
-    """SPEC §3.2 with an attribute column: the same neighbourhoods (so the same prune rate as
-    SemDeDup's first-ranked choice), but the survivor is the least-represented subgroup's."""
+    """docs/algorithms.md §3.2 with an attribute column: the same neighbourhoods (so the same
+    prune rate as SemDeDup's first-ranked choice), but the survivor is the least-represented
+    subgroup's."""
     ws_dir, truth = ws_copy
     cluster(ws_dir, k=3, progress=False)
     _labels(truth, tmp_path / "labels.parquet", {"hflip", "brighten_30"})

@@ -1,4 +1,4 @@
-"""FairDeDup selection rule (SPEC §3.2) and prototypes (§3.2 step 1)."""
+"""FairDeDup selection rule (docs/algorithms.md §3.2) and prototypes (§3.2 step 1)."""
 
 from __future__ import annotations
 

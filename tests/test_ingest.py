@@ -1,6 +1,6 @@
 """Ingest of folders, WebDataset shards and parquet: nothing crashes, nothing is lost.
 
-DESIGN.md §2 (uids), §3 (workspace), §7 (reliability); expectations from shared/data/README.md.
+docs/design.md §2 (uids), §3 (workspace), §7 (reliability); expectations from tests/data/README.md.
 """
 
 from __future__ import annotations

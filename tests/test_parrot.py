@@ -1,20 +1,24 @@
-"""Parrot captions (SPEC.md §4): CoTR and friends, then the stage scored against the synthetic
-corpus's truth, the filters, RSA/RSC and the encoder audit."""
+"""Parrot captions (docs/algorithms.md §4): CoTR and friends, then the stage scored against the
+synthetic corpus's truth, the filters, RSA/RSC and the encoder audit."""
 
 from __future__ import annotations
 
 import json
 import math
+import textwrap
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw, ImageFont
+from typer.testing import CliRunner
 
 from pairsift import Workspace, ingest
+from pairsift.cli import app
 from pairsift.engine.local import run_signal_stage
-from pairsift.models.ocr import load_spotter
+from pairsift.models import load_encoder
+from pairsift.models.ocr import Spotted, load_spotter
 from pairsift.pipeline.parrot import (
     PARROT_FILTER,
     RELATIVE,
@@ -29,6 +33,7 @@ from pairsift.pipeline.parrot import (
     parrot_spot,
 )
 from pairsift.stages.parrot import (
+    area_boxes,
     co_embedded,
     cotr,
     group_rates,
@@ -39,13 +44,14 @@ from pairsift.stages.parrot import (
     spot_image,
     text_area,
 )
+from pairsift.stages.parrot_audit import STYLES, sync_scores
 from pairsift.synth import SynthConfig, make_corpus, tokens
 
 # -- the algorithms --------------------------------------------------------------------------
 
 
 def test_cotr_is_share_of_caption_words_shown():
-    """SPEC §4.2: C = set(tok(caption)), E = set(tok(ocr)); |C ∩ E| / |C|."""
+    """docs/algorithms.md §4.2: C = set(tok(caption)), E = set(tok(ocr)); |C ∩ E| / |C|."""
     value, words = cotr("Summer SALE: a tabby cat, summer!", ["SUMMER", "sale", "50%"])
     assert words == ["summer", "sale"]
     assert value == pytest.approx(2 / 5)  # {summer, sale, a, tabby, cat}
@@ -62,7 +68,7 @@ def test_cotr_iou_mode_and_edge_cases():
 
 
 def test_function_words_do_not_make_a_parrot():
-    """Shared "on"/"the" is chance, not parroting; SPEC's literal rule counts them."""
+    """Shared "on"/"the" is chance, not parroting; the literal rule counts them."""
     caption = "a cat on the sofa"
     ocr = ["Fig. 22. Another experiment on the same subject."]
     assert cotr(caption, ocr) == (0.0, [])
@@ -70,7 +76,8 @@ def test_function_words_do_not_make_a_parrot():
 
 
 def test_no_stopwords_is_the_literal_rule_one_letter_words_included():
-    """SPEC §4.2 literally: every caption token counts, "Plan B"'s "b" and "5 stars"'s "5"."""
+    """docs/algorithms.md §4.2 literally: every caption token counts, "Plan B"'s "b" and
+    "5 stars"'s "5"."""
     assert cotr("Plan B", ["PLAN B"], stopwords=frozenset()) == (1.0, ["plan", "b"])
     assert cotr("5 stars hotel", ["5 STARS"], stopwords=frozenset())[1] == ["5", "stars"]
     assert cotr("Plan B", ["PLAN B"]) == (0.5, ["plan"])  # default: lone glyphs match by chance
@@ -112,6 +119,17 @@ def test_fuzzy_matching_is_opt_in():
 def test_text_area_counts_overlaps_once():
     assert text_area([(0, 0, 10, 10), (5, 0, 15, 10)], 20, 10) == pytest.approx(0.75)
     assert text_area([], 20, 10) == 0.0
+
+
+def test_text_area_counts_only_confidently_read_words():
+    """Issue 15 item 9: OCR read an espresso cup as "8" (0.81) in a box over the whole photo,
+    so `text-dominated` dropped it."""
+    whole, small, other = (0, 0, 400, 300), (10, 10, 60, 30), (100, 100, 130, 130)
+    assert area_boxes([Spotted("8", whole, 0.81)], 400, 300) == []
+    assert area_boxes([Spotted("C", whole, 0.96)], 400, 300) == []  # large: near-certain only
+    assert area_boxes([Spotted("SALE", whole, 0.999)], 400, 300) == [whole]
+    assert area_boxes([Spotted("open", small, 0.93), Spotted("0", other, 0.7)], 400, 300) == [
+        small]
 
 
 def test_random_boxes_have_the_same_sizes_and_avoid_text():
@@ -208,7 +226,11 @@ def test_signal_columns_are_consistent(spotted):
         assert all(0 <= x0 < x1 <= r["width"] and 0 <= y0 < y1 <= r["height"]
                    for x0, y0, x1, y1 in r["ocr_boxes"])
         assert (sum(r["ocr_co_emb"]) > 0) == bool(r["co_emb_words"]) == (r["cotr"] > 0)
-        assert 0 <= r["text_area"] <= 1 and (r["text_area"] > 0) == (n > 0)
+        words = [Spotted(t, tuple(b), c)
+                 for t, b, c in zip(r["ocr_text"], r["ocr_boxes"], r["ocr_conf"], strict=True)]
+        confident = text_area(area_boxes(words, r["width"], r["height"]), r["width"], r["height"])
+        assert r["text_area"] == pytest.approx(confident, abs=1e-6)
+        assert 0 <= r["text_area"] <= text_area(r["ocr_boxes"], r["width"], r["height"]) + 1e-6
     assert summary.samples == corpus.truth.num_rows
     assert parrot_spot(ws, progress=False).parts_done == 0  # same config: nothing redone
 
@@ -289,7 +311,7 @@ def small_spotted(tmp_path_factory):
 
 
 def test_relative_scores_after_text_removal(small_spotted):
-    """Real default encoder: S0 and the three inpainted variants, RSA/RSC as SPEC §4.3."""
+    """Real default encoder: S0 and three inpainted variants, RSA/RSC (docs/algorithms.md §4.3)."""
     ws, corpus = small_spotted
     summary = parrot_relative(ws, progress=False)
     rel = {r["uid"]: r for r in Workspace.open(ws).signals(RELATIVE).to_pylist()}
@@ -308,6 +330,49 @@ def test_relative_scores_after_text_removal(small_spotted):
         assert (r["s_co"] == r["s0"]) == (not row["co_emb_words"])  # nothing co-embedded
     assert summary.scored == sum(bool(r["ocr_text"]) for r in rows) > 0
     assert not math.isnan(summary.mean_rsa + summary.mean_rsc + summary.mean_rs_rand)
+
+
+def _font(px: int) -> ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.truetype("DejaVuSans.ttf", px)
+    except OSError:
+        return ImageFont.load_default(size=px)
+
+
+def _text_page() -> Image.Image:
+    """A page of printed text: about 60% of it under word boxes."""
+    text = "the quick brown fox jumps over the lazy dog while five wizards box near the market "
+    image = Image.new("RGB", (400, 500), "white")
+    draw = ImageDraw.Draw(image)
+    for i, line in enumerate(textwrap.wrap(text * 8, 26)[:18]):
+        draw.text((10, 6 + i * 27), line, font=_font(24), fill="black")
+    return image
+
+
+def _poster() -> Image.Image:
+    """One huge word: about 70% of the image."""
+    image = Image.new("RGB", (480, 320), (200, 30, 40))
+    ImageDraw.Draw(image).text((240, 160), "SALE", font=_font(180), fill="white", anchor="mm")
+    return image
+
+
+def test_text_dominated_drops_text_heavy_images_and_no_photo_of_the_demo(workspace_copy,
+                                                                         tmp_path):
+    """Issue 15 item 9: on the README walkthrough `text-dominated` dropped three text-free
+    photos (horse, espresso), whose shapes OCR read unsurely as "T" and "8"."""
+    heavy = tmp_path / "heavy"
+    heavy.mkdir()
+    _text_page().save(heavy / "page.png")
+    _poster().save(heavy / "poster.png")
+    (tmp_path / "heavy.csv").write_text("file,caption\npage.png,a page\nposter.png,a poster\n")
+    ingest(heavy, workspace_copy, captions=tmp_path / "heavy.csv", name="heavy", progress=False)
+    parrot_spot(workspace_copy, progress=False)
+    filter_text_dominated(workspace_copy)
+    ws = Workspace.open(workspace_copy)
+    keys = {r["uid"]: r["key"] for _, t in ws.iter_parts(["uid", "key"]) for r in t.to_pylist()}
+    dropped = {keys[d["uid"]] for d in pq.read_table(ws.decision_path(TEXT_FILTER)).to_pylist()
+               if d["verdict"] == "drop"}
+    assert dropped == {"page", "poster"}  # none of the demo corpus: its drawn text is small
 
 
 def test_printed_text_that_the_caption_does_not_repeat(shared_data, tmp_path):
@@ -338,7 +403,7 @@ def test_spotting_survives_extreme_aspect_ratios(tmp_path):
 
 def test_encoder_audit_writes_number_and_plot(tmp_path):
     words = ["dog", "cat", "pizza", "guitar", "sunset", "wedding"]
-    result = parrot_audit(model="default", out=tmp_path, words=words)
+    result = parrot_audit(model="default", out=tmp_path, words=words, progress=False)
     summary = json.loads((tmp_path / "parrot_audit.json").read_text())
     assert (tmp_path / "parrot_audit.png").stat().st_size > 1000
     assert result.matched.shape == result.mismatched.shape == (len(words), 4)
@@ -346,3 +411,23 @@ def test_encoder_audit_writes_number_and_plot(tmp_path):
     assert -1 <= summary["sync_score"] <= 1 and set(summary["styles"]) == {
         "white/black", "black/white", "gray/white", "gray/black"}
     assert summary["gap"] == pytest.approx(result.sync_score - result.baseline)
+
+
+def test_encoder_audit_reports_progress_per_image():
+    """Issue 15 item 9: `parrot audit` printed nothing for 73 s."""
+    done = []
+    words = ["dog", "cat", "dog", "pizza", "x" * 40]  # a duplicate, and a word too wide to draw
+    result = sync_scores(load_encoder("default"), words, batch_size=2, advance=done.append)
+    assert result.skipped == ["x" * 40]
+    assert sum(done) == 4 * len(STYLES) and done.count(2) >= 4  # every batch of 2 reported
+
+
+def test_audit_command_shows_a_progress_bar_unless_quiet(tmp_path):
+    words = tmp_path / "words.txt"
+    words.write_text("dog\ncat\npizza\n")
+    command = ["parrot", "audit", "--words", str(words), "--out", str(tmp_path / "audit")]
+    shown = CliRunner().invoke(app, command)
+    quiet = CliRunner().invoke(app, [*command, "-q"])
+    assert shown.exit_code == quiet.exit_code == 0, shown.output + quiet.output
+    assert "parrot audit" in shown.output and "12/12" in shown.output  # 3 words x 4 styles
+    assert "12/12" not in quiet.output and "Sync. Score" in quiet.output

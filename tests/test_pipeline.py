@@ -1,5 +1,5 @@
 """The spine end to end on the synthetic corpus with the real default model:
-embed -> score -> filter -> explain -> export (DESIGN.md §3-§4, SPEC.md §5)."""
+embed -> score -> filter -> explain -> export (docs/design.md §3-§4, docs/algorithms.md §5)."""
 
 from __future__ import annotations
 

@@ -110,6 +110,27 @@ def curated(tmp_path_factory, ingested, demo_corpus) -> Path:
     return root
 
 
+def ingest_unreadable(root: Path, folder: Path) -> None:
+    """Add a source whose only unit has no readable sample: an empty part."""
+    folder.mkdir()
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (folder / "empty.png").write_bytes(b"")
+    ingest(folder, root, name="unreadable", progress=False)
+
+
+@pytest.fixture(scope="module")
+def curated_with_empty_part(tmp_path_factory, ingested, demo_corpus) -> Path:
+    """The curated workspace with an empty part in the middle: its signal columns are of
+    Arrow's null type, as a stage writes them from an empty list."""
+    root = tmp_path_factory.mktemp("curated-empty") / "ws"
+    shutil.copytree(ingested, root)
+    ingest_unreadable(root, root.parent / "unreadable")
+    ingest(demo_corpus / "images", root, captions=demo_corpus / "captions.csv", name="again",
+           chunk_size=64, progress=False)
+    add_curation(root, demo_corpus)
+    return root
+
+
 def section_ids(page: str) -> list[str]:
     return re.findall(r'<section id="([^"]+)"', page)
 
@@ -147,6 +168,29 @@ def test_unfinished_signal_run_is_left_out(curated, tmp_path):
     ws = Workspace.open(root)
     ws.signal_path("parrot", ws.current_run("parrot"), ws.part_ids()[-1]).unlink()
     assert "dist-cotr" not in section_ids(report(root, progress=False).read_text())
+
+
+def test_empty_part_changes_no_section(curated_with_empty_part, curated):
+    ws = Workspace.open(curated_with_empty_part)
+    empty = [p for p in ws.part_ids() if ws.manifest["parts"][str(p)]["rows"] == 0]
+    assert empty and empty[0] < ws.part_ids()[-1]
+    run = ws.current_run("clip_score")
+    assert pq.read_schema(ws.signal_path("clip_score", run, empty[0])).field(
+        "clip_score").type == pa.null()
+    page = report(curated_with_empty_part, progress=False).read_text()
+    assert section_ids(page) == section_ids(report(curated, progress=False).read_text())
+    data = ReportData(ws)
+    assert len(data.signal("clip_score", "clip_score")) == data.n
+
+
+def test_workspace_with_only_empty_parts(tmp_path):
+    root = tmp_path / "ws"
+    ingest_unreadable(root, tmp_path / "unreadable")
+    ws = Workspace.open(root)
+    write_signal(ws, "clip_score", {"model": "m"}, {"clip_score": {}})
+    write_decisions(ws, "clip_score_filter", {"threshold": 0.25}, {}, "clip_score_below")
+    page = report(root, progress=False).read_text()
+    assert section_ids(page)[0] == "funnel" and "unidentified" in page
 
 
 # -- numbers -------------------------------------------------------------------------------------

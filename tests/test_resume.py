@@ -1,5 +1,5 @@
 """kill -9 in the middle of `pairsift embed`, run it again: same result, finished parts kept
-(DESIGN.md §3: atomic writes, resume by skipping finished parts)."""
+(docs/design.md §3: atomic writes, resume by skipping finished parts)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CLIP score and DataComp/LAION filter semantics (SPEC.md §5.1, test vector §A.4)."""
+"""CLIP score and DataComp/LAION filter semantics (docs/algorithms.md §5.1, test vector §A.3)."""
 
 import json
 
@@ -15,7 +15,7 @@ from pairsift.stages.score import (
 
 
 def test_fraction_threshold_matches_spec_a4():
-    """SPEC §A.4: fraction 0.3 of 6 scores -> n=1, threshold 0.5, keeps 2 (not 1)."""
+    """docs/algorithms.md §A.3: fraction 0.3 of 6 scores -> n=1, threshold 0.5, keeps 2 (not 1)."""
     scores = np.array([0.1, 0.5, 0.3, 0.3, 0.9, 0.2], np.float32)
     cut = fraction_threshold(scores, 0.3)
     assert cut == pytest.approx(0.5)
@@ -23,7 +23,7 @@ def test_fraction_threshold_matches_spec_a4():
 
 
 def test_fraction_ties_keep_more():
-    """SPEC §5.1: ties at the threshold are all kept (>=)."""
+    """docs/algorithms.md §5.1: ties at the threshold are all kept (>=)."""
     scores = np.array([0.9, 0.5, 0.5, 0.5, 0.1], np.float32)
     cut = fraction_threshold(scores, 0.2)  # n = 1 -> second largest = 0.5
     assert int((scores >= cut).sum()) == 4
@@ -93,7 +93,7 @@ def test_clip_scores_cosine_and_missing():
 
 
 def test_threshold_is_inclusive_like_laion():
-    """SPEC §5.1: DataComp's laion2b filter keeps score >= 0.28."""
+    """docs/algorithms.md §5.1: DataComp's laion2b filter keeps score >= 0.28."""
     scores = np.array([0.28, 0.2799, np.nan], np.float32)
     table = clip_score_decisions(pa.array(["a", "b", "c"]), scores, 0.28)
     assert table.column("verdict").to_pylist() == ["keep", "drop", "drop"]

@@ -1,4 +1,4 @@
-"""SemDeDup scoring, ranking and removal rules (SPEC §1, §2, test vectors §A.1-§A.2)."""
+"""SemDeDup scoring, ranking and removal rules (docs/algorithms.md §1, §2, test vectors §A.1-2)."""
 
 from __future__ import annotations
 
@@ -210,7 +210,7 @@ def test_eps_sweep_is_monotone_and_matches_the_rule():
 
 
 def _naive_rule(x: np.ndarray, t: float, rule: str) -> np.ndarray:
-    """Direct O(n²) statement of each rule (SPEC §1.3), for comparison with the blocked pass."""
+    """Direct O(n²) statement of each rule (docs/algorithms.md §1.3), to check the blocked pass."""
     sim = x.astype(np.float64) @ x.T.astype(np.float64)
     n = len(x)
     if rule == "greedy_kept":

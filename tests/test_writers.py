@@ -1,18 +1,28 @@
-"""Export formats: DataComp uid encoding (SPEC.md §5.2), WebDataset shards, open_clip CSV."""
+"""Export formats: DataComp uids (docs/algorithms.md §5.2), WebDataset shards, open_clip CSV."""
 
 import csv
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
+import pytest
 
-from pairsift.io.writers import ExportSample, uid_pairs, write_datacomp_uids, write_webdataset
+from pairsift.io.writers import (
+    ExportSample,
+    uid_pairs,
+    webdataset_key,
+    write_datacomp_uids,
+    write_webdataset,
+)
 
 
 def test_uid_pair_matches_spec_example():
-    """SPEC §5.2: 139e4a9b22a614771f06c700a8ebe150 -> (1413649363202610295, 2235693070683988304)."""
+    """docs/algorithms.md §5.2: 139e4a9b22a614771f06c700a8ebe150 ->
+    (1413649363202610295, 2235693070683988304)."""
     pairs = uid_pairs(["139e4a9b22a614771f06c700a8ebe150"])
     assert pairs.dtype == np.dtype("u8,u8")
     assert tuple(pairs[0]) == (1413649363202610295, 2235693070683988304)
@@ -49,7 +59,20 @@ def test_webdataset_copies_bytes_and_dedups_keys(tmp_path):
         assert tf.extractfile("k1.jpg").read() == b"\xff\xd8one"  # original bytes
         assert json.loads(tf.extractfile("k1.json").read())["clip_score"] == 0.3
     with tarfile.open(tmp_path / "00001.tar") as tf:
-        assert "dotted_key.jpg" in tf.getnames()  # dots would split a WebDataset key
+        assert "dotted%2Ekey.jpg" in tf.getnames()  # a dot would split a WebDataset key
+
+
+@pytest.mark.parametrize("key", ["a.b.c", "/abs/x", "../up", "100%", "tab\tnew\nline",
+                                 "back\\slash", "\x85c1", "ünï.cödé", "%2E", "plain-key_1"])
+def test_webdataset_key_is_one_stem_and_reversible(key):
+    encoded = webdataset_key(key)
+    assert unquote(encoded) == key
+    assert not re.search(r"[./\\\x00-\x1f\x7f-\x9f]", encoded)
+
+
+def test_webdataset_key_leaves_ordinary_keys_alone():
+    assert webdataset_key("000012345") == "000012345"
+    assert webdataset_key("ünï-cödé_1") == "ünï-cödé_1"
 
 
 def test_openclip_csv_is_tab_separated(tmp_path):
@@ -58,7 +81,7 @@ def test_openclip_csv_is_tab_separated(tmp_path):
     s = _sample("a" * 32, "k", b"\xff\xd8x")
     s.caption = 'tab\there "quoted"'
     out = tmp_path / "train.csv"
-    assert write_openclip_csv([s], out) == 1
+    assert write_openclip_csv([s], out, tmp_path / "images") == (1, {})
     rows = list(csv.DictReader(io.StringIO(out.read_text()), delimiter="\t"))
     assert rows[0]["title"] == 'tab here "quoted"'
     assert Path(rows[0]["filepath"]).read_bytes() == b"\xff\xd8x"

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import json
 import math
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -76,6 +77,9 @@ def ingest(
         console.print(f"source [bold]{skipped}[/bold] was already ingested: nothing added")
     rows = [("samples in", s.total), ("readable", s.samples)]
     rows += [(f"error: {reason}", n) for reason, n in s.errors.most_common()]
+    if s.shard_errors:
+        rows.append(("shard errors (shards or folders not read)", s.shard_errors))
+    rows += [(f"dropped: {reason}", n) for reason, n in s.dropped.most_common()]
     if s.ignored_files:
         rows.append(("files that are not samples (ignored)", s.ignored_files))
     console.print(_counts_table(f"ingest → {s.workspace}", rows))
@@ -275,11 +279,15 @@ def export(
     format: Annotated[str, typer.Option("--format", "-f", help="webdataset | parquet | "
                                         "openclip-csv | datacomp-uids")] = "webdataset",
     shard_size: Annotated[int, typer.Option(help="Samples per WebDataset shard.")] = 10_000,
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace OUT's folder even if it is not a pairsift export of this format.")] = False,
 ) -> None:
     """Write the kept subset."""
-    s = api.export(workspace, out, format=format, shard_size=shard_size)
+    s = api.export(workspace, out, format=format, shard_size=shard_size, overwrite=overwrite)
     console.print(f"exported {s.exported:,} samples ({s.dropped:,} dropped) as {s.format} "
                   f"→ {s.out}")
+    for reason, n in s.left_out.items():
+        console.print(f"left out {n:,} kept samples that {s.format} cannot hold: {reason}")
 
 
 parrot_app = typer.Typer(no_args_is_help=True,
@@ -300,7 +308,7 @@ def parrot_spot(
                                               "(0: exact).")] = 0.0,
     stopwords: Annotated[bool, typer.Option(
         help="Never match function words (a, on, the, ...) or one-character tokens; "
-             "--no-stopwords: every word can match, SPEC's literal rule.")] = True,
+             "--no-stopwords: every word can match, the literal rule.")] = True,
     threads: Annotated[int | None, typer.Option(help="Worker threads.")] = None,
     quiet: Quiet = False,
 ) -> None:
@@ -387,10 +395,11 @@ def parrot_audit(
         "parrot-audit"),
     words: Annotated[Path | None, typer.Option(help="Words to render, one per line "
                                                     "(default: 60 common caption words).")] = None,
+    quiet: Quiet = False,
 ) -> None:
     """How much an encoder rewards reading text: the synthetic Sync. Score benchmark."""
     word_list = words.read_text().split() if words else None
-    r = api.parrot_audit(model=model, device=device, out=out, words=word_list)
+    r = api.parrot_audit(model=model, device=device, out=out, words=word_list, progress=not quiet)
     console.print(f"{r.model}: Sync. Score {r.sync_score:.3f} (other words {r.baseline:.3f}, "
                   f"gap {r.sync_score - r.baseline:+.3f}) over {len(r.words)} words x 4 styles "
                   f"→ {out}")
@@ -580,8 +589,9 @@ def demo(
     console.print(table)
     console.print("dropped pairs with the lowest CLIP scores:")
     for ex in r.dropped_examples:
-        console.print(f"  {ex['clip_score']:.3f}  {ex['key']}: {ex['caption']!r}\n"
-                      f"         pairsift explain {ex['uid']} -w {r.workspace}")
+        console.print(f"  {ex['clip_score']:.3f}  {ex['key']}: {ex['caption']!r}")
+        console.print(f"         pairsift explain {ex['uid']} -w {shlex.quote(str(r.workspace))}",
+                      soft_wrap=True, markup=False)  # never wrapped: it is pasted back
     console.print(f"workspace: {r.workspace}\nexport: {r.export}\nreport: {r.report}")
 
 

@@ -1,4 +1,4 @@
-"""The workspace: pairsift's single source of truth on disk (DESIGN.md §3).
+"""The workspace: pairsift's single source of truth on disk (docs/design.md §3).
 
 ```
 ws/
@@ -32,6 +32,11 @@ import pyarrow.parquet as pq
 
 FORMAT_VERSION = 1
 MANIFEST = "pairsift.json"
+# The command that writes each signal stage, named in the error when it has not run.
+SIGNAL_COMMANDS = {"clip_score": "pairsift score", "hashes": "pairsift dedup exact",
+                   "cluster": "pairsift cluster", "semdedup": "pairsift dedup semantic",
+                   "fairdedup": "pairsift dedup fair", "parrot": "pairsift parrot spot",
+                   "parrot_relative": "pairsift parrot relative"}
 
 PART_SCHEMA = pa.schema(
     [
@@ -272,7 +277,9 @@ class Workspace:
         """All parts of the current run of ``stage``, in part order."""
         run = self.current_run(stage)
         if run is None:
-            raise WorkspaceError(f"no signals for {stage!r}: run `pairsift {stage}` first")
+            command = SIGNAL_COMMANDS.get(stage)
+            hint = f"; run `{command}` first" if command else ""
+            raise WorkspaceError(f"{self.root}: no signals for {stage!r}{hint}")
         paths = [self.signal_path(stage, run, p) for p in self.part_ids()]
         missing = [p for p in paths if not p.exists()]
         if missing:

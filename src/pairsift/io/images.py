@@ -1,6 +1,6 @@
 """Defensive image decoding: bytes in, upright RGB out, or an error with one reason code.
 
-DESIGN.md §7: bad bytes never crash a run; decompression bombs are refused from the header,
+docs/design.md §7: bad bytes never crash a run; decompression bombs are refused from the header,
 EXIF orientation is applied, every mode becomes RGB explicitly, animations give their first
 frame, and truncated files are errors, never silently padded.
 
@@ -19,6 +19,7 @@ filters; even when a filter turns them into exceptions, a sample is not failed b
 from __future__ import annotations
 
 import io
+import re
 import struct
 from dataclasses import dataclass
 
@@ -45,6 +46,7 @@ _TRANSPOSE = {
     8: Image.Transpose.ROTATE_90,
 }
 _ORIENTATION_TAG = 0x0112
+_OBJECT_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")  # "<_io.BytesIO object at 0x7f…>"
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _WHITE = (255, 255, 255)
 
@@ -164,7 +166,9 @@ def _webp_cut_short(data: bytes) -> bool:
 
 
 def _describe(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    """Pillow's reason, without the reprs of in-memory buffers it names: those say nothing
+    about the file and differ between identical runs."""
+    return _OBJECT_REPR.sub("", f"{type(exc).__name__}: {exc}")
 
 
 def _orientation(im: Image.Image) -> int:

@@ -8,17 +8,26 @@ ingest resumes where it stopped.
 from __future__ import annotations
 
 import glob
+import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from braceexpand import braceexpand
 
 from .folder import list_folder, read_entries
 from .parquet import image_bytes, image_columns, read_parquet, read_parquet_image
-from .records import IMAGE_EXTENSIONS, RawSample, SampleError
+from .records import (
+    IMAGE_EXTENSIONS,
+    RawSample,
+    SampleError,
+    arrow_file,
+    path_text,
+    text_path,
+)
 from .tables import CaptionTable, SourceError
 from .webdataset import read_tar
 
@@ -97,23 +106,36 @@ def open_source(
         kind = kinds.pop()
     base = paths[0] if len(paths) == 1 else paths[0].parent
     source = Source(
-        name=name or (base.stem if base.is_file() else base.resolve().name),
+        name=name or path_text(base.stem if base.is_file() else base.resolve().name),
         kind=kind,
         paths=[str(p.resolve()) for p in paths],
         options={"captions": str(Path(captions).resolve()) if captions else None,
                  "image_column": image_column, "caption_column": caption_column},
     )
     if kind == "webdataset":
-        source.units = [Unit(t.name, t.name, lambda t=t: read_tar(t))
-                        for t in _files(paths, ".tar")]
+        source.units = [_file_unit(t, lambda t=t: read_tar(t)) for t in _files(paths, ".tar")]
     elif kind == "parquet":
-        source.units = [
-            Unit(p.name, p.name, lambda p=p: read_parquet(p, image_column, caption_column))
-            for p in _files(paths, ".parquet")
-        ]
+        source.units = [_file_unit(p, lambda p=p: read_parquet(p, image_column, caption_column))
+                        for p in _files(paths, ".parquet")]
     else:
         _folder_units(source, paths, captions, image_column, caption_column, chunk_size)
     return source
+
+
+def _file_unit(path: Path, read: Callable[[], Iterator[RawSample | SampleError]]) -> Unit:
+    name = path_text(path.name)
+    return Unit(name, name, lambda: _whole_file_errors(path, read))
+
+
+def _whole_file_errors(path: Path, read: Callable[[], Iterator[RawSample | SampleError]]
+                       ) -> Iterator[RawSample | SampleError]:
+    """A shard's items; if the file itself cannot be read, the items read until then and one
+    ``broken_shard`` error, so that the run goes on with the next shard."""
+    try:
+        yield from read()
+    except (OSError, EOFError, tarfile.TarError, pa.ArrowException, SourceError) as exc:
+        shard = path_text(path)
+        yield SampleError("", shard, "broken_shard", f"{shard}: {type(exc).__name__}: {exc}")
 
 
 def _folder_units(source: Source, paths: list[Path], captions, image_column, caption_column,
@@ -146,15 +168,15 @@ class ImageBytesReader:
         container, shard = row["container"], row["shard"]
         if container == "tar":
             f = self._tars.get(shard)
-            if f is None:
-                f = self._tars[shard] = open(shard, "rb")  # noqa: SIM115 - closed in close()
+            if f is None:  # closed in close()
+                f = self._tars[shard] = open(text_path(shard), "rb")  # noqa: SIM115
             f.seek(row["offset"])
             return f.read(row["length"])
         if container == "parquet":
             column = self._image_columns.get(row["source"])
             cursor = self._parquet.get(shard)
             if cursor is None or cursor.row > row["offset"]:
-                cursor = self._parquet[shard] = _ParquetCursor(Path(shard), column)
+                cursor = self._parquet[shard] = _ParquetCursor(Path(text_path(shard)), column)
             return cursor.read(row["offset"])
         return read_image_bytes(container, shard, row["offset"], row["length"])
 
@@ -174,7 +196,8 @@ class ImageBytesReader:
 class _ParquetCursor:
     def __init__(self, path: Path, image_column: str | None):
         column, _ = image_columns(path, image_column, None)
-        self._batches = pq.ParquetFile(path).iter_batches(batch_size=256, columns=[column])
+        self._batches = pq.ParquetFile(arrow_file(path)).iter_batches(batch_size=256,
+                                                                       columns=[column])
         self._values: list = []
         self._start = 0
         self.row = 0
@@ -193,12 +216,13 @@ class _ParquetCursor:
 def read_image_bytes(container: str, shard: str, offset: int, length: int,
                      image_column: str | None = None) -> bytes:
     """The original bytes of one sample's image, wherever the row says they are."""
+    path = text_path(shard)
     if container == "file":
-        return Path(shard).read_bytes()
+        return Path(path).read_bytes()
     if container == "tar":
-        with open(shard, "rb") as f:
+        with open(path, "rb") as f:
             f.seek(offset)
             return f.read(length)
     if container == "parquet":
-        return read_parquet_image(Path(shard), offset, image_column)
+        return read_parquet_image(Path(path), offset, image_column)
     raise SourceError(f"unknown container {container!r} for {shard}")

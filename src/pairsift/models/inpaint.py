@@ -1,6 +1,6 @@
 """Text removal by inpainting: the ``Inpainter`` protocol and OpenCV's two classical methods.
 
-SPEC.md §4.3: the paper removed text with a learned inpainter that is not available; OpenCV's
+docs/algorithms.md §4.3: the paper removed text with a learned inpainter we do not have; OpenCV's
 Telea (radius 3) is pairsift's default because it is cheap, deterministic and needs no
 weights. It smears rather than reconstructs, which is why relative scores are always read
 against the random-box baseline inpainted the same way.

@@ -16,7 +16,7 @@ import open_clip
 import torch
 from PIL import Image
 
-from pairsift.models.base import ImageEmbeddings, l2_normalize
+from pairsift.models.base import ImageEmbeddings, cut_to_context, l2_normalize
 
 TEXT_BATCH = 256
 
@@ -92,10 +92,13 @@ class OpenClipEncoder:
         return ImageEmbeddings(joint=l2_normalize(joint.float().cpu().numpy()), visual=None)
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
-        """L2-normalised text embeddings, tokenized and encoded in batches of ``TEXT_BATCH``."""
+        """L2-normalised text embeddings, tokenized and encoded in batches of ``TEXT_BATCH``;
+        texts longer than the context (77 tokens for most models) are cut to it."""
         out = [np.zeros((0, self.dim), np.float32)]
         for start in range(0, len(texts), TEXT_BATCH):
-            tokens = self._tokenizer(list(texts[start : start + TEXT_BATCH])).to(self.device)
+            batch = cut_to_context(list(texts[start : start + TEXT_BATCH]),
+                                   self._tokenizer.context_length)
+            tokens = self._tokenizer(batch).to(self.device)
             with self._inference():
                 emb = self._model.encode_text(tokens, normalize=True)
             out.append(emb.float().cpu().numpy())

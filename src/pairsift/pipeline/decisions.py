@@ -1,4 +1,4 @@
-"""Decision tables shared by every filter and dedup command (DESIGN.md §4: a decision is data)."""
+"""Decision tables shared by every filter and dedup command (docs/design.md §4: data, not code)."""
 
 from __future__ import annotations
 

@@ -7,6 +7,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
 from ..synth import make_corpus
 from ..workspace import Workspace
 from .embed import embed
@@ -15,7 +18,7 @@ from .hashdedup import dedup_exact
 from .ingest import ingest
 from .report import report
 from .score import filter_clip_score, score
-from .semantic import cluster, dedup_semantic
+from .semantic import SEMDEDUP, cluster, dedup_semantic
 
 
 @dataclass
@@ -48,12 +51,13 @@ def demo(directory: str | Path = "pairsift-demo", *, model: str = "default", top
     ws = Workspace.open(ws_dir)
     decided = filter_clip_score(ws_dir, top=top)
     funnel.append((f"CLIP score in the top {top:.0%} (>= {decided.threshold:.3f})",
-                   _left(ws)))
-    dedup_exact(ws_dir, progress=progress)
-    funnel.append(("no exact duplicate", _left(ws)))
+                   _left(ws, [decided.stage])))
+    exact = dedup_exact(ws_dir, progress=progress)
+    funnel.append(("no exact duplicate", _left(ws, [decided.stage, exact.stage])))
     cluster(ws_dir, target_size=20, progress=progress)
     semantic = dedup_semantic(ws_dir, progress=progress)
-    funnel.append((f"no semantic duplicate (SemDeDup, eps={semantic.eps:g})", _left(ws)))
+    funnel.append((f"no semantic duplicate (SemDeDup, eps={semantic.eps:g})",
+                   _left(ws, [decided.stage, exact.stage, SEMDEDUP])))
     exported = export(ws_dir, directory / "export", format="webdataset")
     funnel.append(("exported (WebDataset)", exported.exported))
     page = report(ws_dir, progress=progress)
@@ -62,8 +66,15 @@ def demo(directory: str | Path = "pairsift-demo", *, model: str = "default", top
                       dropped_examples=_lowest_scores(ws, 5))
 
 
-def _left(ws: Workspace) -> int:
-    return ws.num_samples() - len(dropped_uids(ws))
+def _left(ws: Workspace, stages: list[str]) -> int:
+    """Samples that no decision of ``stages`` drops. Only the steps done so far count: on a
+    re-run the workspace already holds every step's decisions from the first run."""
+    dropped: set[str] = set()
+    for stage in stages:
+        decisions = pq.read_table(ws.decision_path(stage), columns=["uid", "verdict"])
+        drops = decisions.filter(pc.equal(decisions.column("verdict"), "drop"))
+        dropped.update(drops.column("uid").to_pylist())
+    return ws.num_samples() - len(dropped)
 
 
 def _lowest_scores(ws: Workspace, n: int) -> list[dict]:

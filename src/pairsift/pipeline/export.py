@@ -1,9 +1,24 @@
-"""Export the kept subset: WebDataset, Parquet, open_clip CSV or a DataComp uid list."""
+"""Export the kept subset: WebDataset, Parquet, open_clip CSV or a DataComp uid list.
+
+An export replaces its target only once it is complete: everything is written under a hidden
+sibling (``.NAME.pairsift-tmp``) that is then renamed over the target, so a reader finds the
+previous export or the new one, never a mix (a folder is swapped by two renames, between which
+it is briefly absent), and a killed export leaves the previous one as it was. Folders that
+pairsift writes (WebDataset shards, the images an open_clip CSV points to) hold
+``pairsift-export.json``: format, workspace, counts and a digest of the decisions applied. Any
+other non-empty folder is refused unless ``overwrite=True``.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,6 +35,11 @@ from ..io.writers import (
 from ..workspace import PART_SCHEMA, Workspace
 
 FORMATS = ("webdataset", "parquet", "openclip-csv", "datacomp-uids")
+MARKER = "pairsift-export.json"
+
+
+class ExportError(ValueError):
+    """The export's target cannot be replaced as asked; the message says what to do."""
 
 
 @dataclass
@@ -28,6 +48,7 @@ class ExportSummary:
     out: Path
     exported: int
     dropped: int
+    left_out: dict[str, int] = field(default_factory=dict)  # kept, but the format can't hold it
 
 
 def dropped_uids(ws: Workspace) -> set[str]:
@@ -47,7 +68,8 @@ def kept_parts(ws: Workspace) -> Iterator[pa.Table]:
                 if name != "uid":  # a name two stages share keeps the stage as a prefix
                     column = name if name not in table.column_names else f"{stage}.{name}"
                     table = table.append_column(column, signals.column(name))
-        mask = pa.array([u not in dropped for u in table.column("uid").to_pylist()])
+        # typed: an empty part's mask would otherwise be of null type, which filter refuses
+        mask = pa.array([u not in dropped for u in table.column("uid").to_pylist()], pa.bool_())
         yield table.filter(mask)
 
 
@@ -72,8 +94,11 @@ def _samples(ws: Workspace, need_bytes_for_files: bool) -> Iterator[ExportSample
 
 
 def export(workspace: str | Path, out: str | Path, *, format: str = "webdataset",
-           shard_size: int = 10_000) -> ExportSummary:
+           shard_size: int = 10_000, overwrite: bool = False) -> ExportSummary:
     """Write the samples that no decision dropped to ``out`` in ``format``.
+
+    ``out`` is replaced once the export is complete. A folder that is not empty and not a
+    pairsift export of the same format is refused unless ``overwrite`` (which deletes it).
 
     >>> from pairsift import export  # doctest: +SKIP
     >>> export("ws", "subset.npy", format="datacomp-uids")  # doctest: +SKIP
@@ -81,15 +106,132 @@ def export(workspace: str | Path, out: str | Path, *, format: str = "webdataset"
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose one of {FORMATS}")
     ws = Workspace.open(workspace)
-    out = Path(out)
+    out = Path(out).absolute()
+    record = {"format": format, "workspace": str(ws.root), "decisions": decisions_digest(ws)}
     if format == "webdataset":
-        count = sum(write_webdataset(_samples(ws, True), out, shard_size).values())
-    elif format == "openclip-csv":
-        count = write_openclip_csv(_samples(ws, False), out)
-    elif format == "parquet":
-        tables = list(kept_parts(ws))
-        count = write_parquet(pa.concat_tables(tables, promote_options="default"), out)
+        return _export_webdataset(ws, out, record, shard_size, overwrite)
+    _check_file(out, format)
+    if format == "openclip-csv":
+        return _export_openclip_csv(ws, out, record, overwrite)
+    with _replacing(out) as tmp:
+        if format == "parquet":
+            table = pa.concat_tables(kept_parts(ws), promote_options="default")
+            count = write_parquet(table, tmp)
+        else:
+            uids = (u for t in kept_parts(ws) for u in t.column("uid").to_pylist())
+            count = write_datacomp_uids(uids, tmp)
+    return _summary(ws, format, out, count)
+
+
+def _export_webdataset(ws: Workspace, out: Path, record: dict, shard_size: int,
+                       overwrite: bool) -> ExportSummary:
+    _check_folder(out, "webdataset", overwrite, ws)
+    with _replacing(out) as tmp:
+        count = sum(write_webdataset(_samples(ws, True), tmp, shard_size).values())
+        summary = _summary(ws, "webdataset", out, count)
+        _write_marker(tmp, record, summary)
+    return summary
+
+
+def _export_openclip_csv(ws: Workspace, out: Path, record: dict,
+                         overwrite: bool) -> ExportSummary:
+    images = out.with_name(f"{out.stem}_images")
+    _check_folder(images, "openclip-csv", overwrite, ws)
+    with _replacing(images) as tmp_images, _replacing(out) as tmp:
+        count, left_out = write_openclip_csv(_samples(ws, False), tmp, tmp_images, images)
+        summary = _summary(ws, "openclip-csv", out, count, left_out)
+        _write_marker(tmp_images, record, summary)
+    return summary
+
+
+def _summary(ws: Workspace, format: str, out: Path, count: int,
+             left_out: dict[str, int] | None = None) -> ExportSummary:
+    left_out = dict(left_out or {})
+    dropped = ws.num_samples() - count - sum(left_out.values())
+    return ExportSummary(format, out, count, dropped, left_out)
+
+
+def decisions_digest(ws: Workspace) -> str:
+    """sha256 over every decision file: which decisions an export reflects."""
+    digest = hashlib.sha256()
+    for stage in ws.decision_stages():
+        with open(ws.decision_path(stage), "rb") as f:
+            digest.update(f"{stage}:{hashlib.file_digest(f, 'sha256').hexdigest()}\n".encode())
+    return digest.hexdigest()
+
+
+def _write_marker(folder: Path, record: dict, summary: ExportSummary) -> None:
+    marker = {**record, "exported": summary.exported, "dropped": summary.dropped,
+              "left_out": summary.left_out,
+              "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    (folder / MARKER).write_text(json.dumps(marker, indent=1))
+
+
+def _export_format(folder: Path) -> str | None:
+    """The format of the pairsift export in ``folder``, None if it is not one."""
+    try:
+        return json.loads((folder / MARKER).read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _check_folder(folder: Path, format: str, overwrite: bool, ws: Workspace) -> None:
+    if ws.root.is_relative_to(folder.resolve()):  # even with overwrite: it would be deleted
+        raise ExportError(f"{folder} holds the workspace {ws.root}; export somewhere else")
+    if overwrite or not folder.exists():
+        return
+    if folder.is_dir() and (_export_format(folder) == format or not any(folder.iterdir())):
+        return
+    raise ExportError(f"{folder} exists and is not a pairsift {format} export; choose another "
+                      "path, or pass --overwrite (overwrite=True) to replace it")
+
+
+def _check_file(out: Path, format: str) -> None:
+    if out.is_dir():
+        raise ExportError(f"{out} is a folder; --format {format} writes one file: name the "
+                          "file to write")
+
+
+@contextmanager
+def _replacing(target: Path) -> Iterator[Path]:
+    """A hidden sibling path to write instead of ``target``; when the block completes, it
+    replaces ``target`` by rename. If the block fails, ``target`` is left as it was."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.pairsift-tmp")
+    _remove(tmp)  # left by a killed export
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    _fsync(tmp)
+    if tmp.is_dir() and target.exists():
+        # rename cannot replace a non-empty folder: move the old one aside, swap, delete it
+        old = target.with_name(f".{target.name}.pairsift-old")
+        _remove(old)
+        os.replace(target, old)
+        os.replace(tmp, target)
+        _remove(old)
     else:
-        uids = (u for t in kept_parts(ws) for u in t.column("uid").to_pylist())
-        count = write_datacomp_uids(uids, out)
-    return ExportSummary(format, out, count, ws.num_samples() - count)
+        os.replace(tmp, target)
+    _fsync(target.parent)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file, or a folder and everything in it, to disk."""
+    if path.is_dir():
+        with os.scandir(path) as entries:  # lazily: a CSV export's images are one per sample
+            for entry in entries:
+                _fsync(Path(entry.path))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

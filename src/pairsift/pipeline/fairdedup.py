@@ -1,4 +1,4 @@
-"""FairDeDup over the workspace (SPEC.md §3): SemDeDup's duplicates, a fairer survivor.
+"""FairDeDup over the workspace (docs/algorithms.md §3): SemDeDup's duplicates, a fairer survivor.
 
 Subgroups come from text prompts (prototypes in the model's joint space) or from a labels
 table (an attribute column). The signal ``fairdedup`` records each sample's subgroup and

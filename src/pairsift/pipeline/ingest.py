@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from ..engine.local import default_threads, ordered_map, progress_bar
 from ..io.images import DEFAULT_MAX_PIXELS, ImageDecodeError
-from ..io.records import RawSample, SampleError, make_uid
+from ..io.records import DROPPED_REASONS, SHARD_REASONS, RawSample, SampleError, make_uid
 from ..io.sources import Source, Unit, open_source
 from ..io.tables import SourceError
 from ..stages.decode import ImageFacts, image_facts
@@ -19,9 +19,16 @@ from ..workspace import ERROR_SCHEMA, PART_SCHEMA, Workspace
 
 @dataclass
 class IngestSummary:
+    """Counts of one ingest call: ``samples`` readable + ``errors`` (samples that could not
+    be used, by reason) = ``total`` samples in. Error rows that are not samples are counted
+    apart: ``shard_errors`` (shards or directories that could not be read) and ``dropped``
+    (repeated members or caption rows, by reason, whose sample is counted once)."""
+
     workspace: Path
     samples: int = 0
     errors: Counter = field(default_factory=Counter)
+    shard_errors: int = 0
+    dropped: Counter = field(default_factory=Counter)
     skipped_sources: list[str] = field(default_factory=list)
     ignored_files: int = 0
 
@@ -118,12 +125,13 @@ def _ingest_unit(source: Source, unit: Unit, seen: set[str], max_pixels: int, th
                                      item.reason, item.message))
             continue
         uid = item.uid or make_uid(source.name, unit.shard_id, item.key)
+        where = item.shard if item.container == "file" else f"{item.shard}: {item.key}"
         if isinstance(facts, ImageDecodeError):
             errors.append(_error_row(source.name, item.shard, item.key, uid,
-                                     facts.reason, facts.message))
+                                     facts.reason, f"{where}: {facts.message}"))
         elif uid in seen:
             errors.append(_error_row(source.name, item.shard, item.key, uid, "duplicate_uid",
-                                     f"uid {uid} already names another sample"))
+                                     f"{where}: uid {uid} already names another sample"))
         else:
             seen.add(uid)
             rows.append(_part_row(source.name, uid, item, facts))
@@ -143,7 +151,13 @@ def _part_row(source: str, uid: str, item: RawSample, facts: ImageFacts) -> dict
 def _error_row(source: str, shard: str, key: str, uid: str | None, reason: str,
                message: str) -> dict:
     return {"source": source, "shard": shard, "key": key, "uid": uid, "stage": "ingest",
-            "reason": reason, "message": message}
+            "reason": reason, "message": _storable(message)}
+
+
+def _storable(text: str) -> str:
+    """Arrow strings are UTF-8: an exception's text may hold a file name that is not (its
+    bytes as lone surrogates); those are written as their escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _count(ws: Workspace, sources: list[Source], summary: IngestSummary) -> None:
@@ -155,5 +169,11 @@ def _count(ws: Workspace, sources: list[Source], summary: IngestSummary) -> None
     for source, stage, reason in zip(errors.column("source").to_pylist(),
                                      errors.column("stage").to_pylist(),
                                      errors.column("reason").to_pylist(), strict=True):
-        if source in names and stage == "ingest":
+        if source not in names or stage != "ingest":
+            continue
+        if reason in SHARD_REASONS:
+            summary.shard_errors += 1
+        elif reason in DROPPED_REASONS:
+            summary.dropped[reason] += 1
+        else:
             summary.errors[reason] += 1

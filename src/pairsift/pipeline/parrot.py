@@ -23,6 +23,7 @@ from ..engine.local import (
     default_threads,
     map_images,
     ordered_map,
+    progress_bar,
     run_signal_stage,
 )
 from ..io.images import ImageDecodeError, decode_image
@@ -32,7 +33,7 @@ from ..models.base import ImageTextEncoder
 from ..models.inpaint import Inpainter, load_inpainter
 from ..models.ocr import Box, load_detector, load_spotter
 from ..stages import parrot as algo
-from ..stages.parrot_audit import WORDS, AuditResult, audit_figure, sync_scores
+from ..stages.parrot_audit import STYLES, WORDS, AuditResult, audit_figure, sync_scores
 from ..workspace import Workspace, WorkspaceError
 from .decisions import FilterSummary, decision_table, record_decisions
 from .score import SIGNAL as CLIP_SIGNAL
@@ -55,7 +56,7 @@ SIGNAL_SCHEMA = pa.schema([
     ("ocr_co_emb", pa.list_(pa.bool_())),  # per word: part of the co-embedded text
     ("co_emb_words", pa.list_(pa.string())),  # caption tokens the image shows
     ("cotr", pa.float32()),  # NaN: no caption
-    ("text_area", pa.float32()),  # share of the image under word boxes
+    ("text_area", pa.float32()),  # share of the image under confidently read word boxes
     ("text_probe", pa.bool_()),  # has-text pass found text; null: pass not run
 ])
 RELATIVE_COLUMNS = ("s0", "s_all", "s_co", "s_rand", "rsa", "rsc", "rs_rand", "rsa_diff",
@@ -86,14 +87,17 @@ def parrot_spot(workspace: str | Path, *, spotter: str = "rapidocr", has_text_pa
     """Spot text in every image and compare it with the caption (signal ``parrot``).
 
     ``has_text_pass`` runs rapidocr's detector alone first and skips recognition where it
-    finds nothing. CoTR options (SPEC §4.2): ``mode`` caption|iou, ``fuzzy`` normalised edit
-    distance (0: exact), ``stopwords`` keeps function words from matching.
+    finds nothing. CoTR options (docs/algorithms.md §4.2): ``mode`` caption|iou, ``fuzzy``
+    normalised edit distance (0: exact), ``stopwords`` keeps function words from matching.
     """
     if mode not in algo.COTR_MODES:
         raise ValueError(f"unknown CoTR mode {mode!r}; choose one of {algo.COTR_MODES}")
     ws = Workspace.open(workspace)
     config = {"spotter": spotter, "has_text_pass": has_text_pass, "mode": mode,
-              "fuzzy": fuzzy, "stopwords": stopwords}
+              "fuzzy": fuzzy, "stopwords": stopwords,
+              "text_area": {"min_confidence": algo.AREA_MIN_CONFIDENCE,
+                            "large_word_share": algo.LARGE_WORD_SHARE,
+                            "large_word_min_confidence": algo.LARGE_WORD_MIN_CONFIDENCE}}
     words = algo.STOPWORDS if stopwords else frozenset()
     reader = load_spotter(spotter)
     detector = load_detector() if has_text_pass else None
@@ -134,7 +138,8 @@ def _signal_row(row: dict, spotted: list, probe: bool | None, width: int, height
             "ocr_co_emb": algo.co_embedded_mask(texts, set(matched.values())),
             "co_emb_words": list(matched),
             "cotr": algo.rate(row["caption"], texts, matched, mode),
-            "text_area": algo.text_area(boxes, width, height), "text_probe": probe}
+            "text_area": algo.text_area(algo.area_boxes(spotted, width, height), width, height),
+            "text_probe": probe}
 
 
 def _floats(table: pa.Table, column: str) -> np.ndarray:
@@ -151,7 +156,7 @@ def parrot_relative(workspace: str | Path, *, model: str | None = None, device: 
                     inpainter: str = "telea", radius: float = 3.0, seed: int = 0,
                     batch_size: int = 16, threads: int | None = None,
                     progress: bool = True) -> RelativeSummary:
-    """RSA/RSC (SPEC §4.3) for every captioned image with spotted text (signal
+    """RSA/RSC (docs/algorithms.md §4.3) for every captioned image with spotted text (signal
     ``parrot_relative``; others get NaN): the image is re-scored after inpainting all
     spotted words, only the co-embedded ones, and random boxes of the same sizes.
 
@@ -347,10 +352,14 @@ def parrot_rates(workspace: str | Path, *, by: str = "source",
 
 
 def parrot_audit(*, model: str = "default", device: str = "cpu", out: str | Path | None = None,
-                 words: list[str] | None = None) -> AuditResult:
-    """The synthetic text benchmark (SPEC §4.1) for encoder ``model``; with ``out``, writes
-    ``parrot_audit.json`` (numbers) and ``parrot_audit.png`` (plot) there."""
-    result = sync_scores(load_encoder(model, device), words or list(WORDS))
+                 words: list[str] | None = None, progress: bool = True) -> AuditResult:
+    """The synthetic text benchmark (docs/algorithms.md §4.1) for encoder ``model``; with
+    ``out``, writes ``parrot_audit.json`` (numbers) and ``parrot_audit.png`` (plot) there."""
+    words = list(dict.fromkeys(words or WORDS))
+    # The bar starts before the model loads, which takes most of a short audit's time.
+    with progress_bar("parrot audit", len(words) * len(STYLES), unit="images",
+                      enabled=progress) as advance:
+        result = sync_scores(load_encoder(model, device), words, advance=advance)
     if out is not None:
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)

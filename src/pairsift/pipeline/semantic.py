@@ -1,4 +1,4 @@
-"""k-means clustering and SemDeDup over the workspace's embeddings (SPEC.md §1–§2).
+"""k-means clustering and SemDeDup over the workspace's embeddings (docs/algorithms.md §1–§2).
 
 ``cluster`` trains faiss k-means on a sample and assigns every part (a map stage).
 ``dedup_semantic`` scores every sample once — its max cosine to an earlier-ranked member of
@@ -173,7 +173,7 @@ def dedup_semantic(
 ) -> SemanticSummary:
     """SemDeDup: drop samples within cosine ``1 − eps`` of an earlier-ranked cluster member.
 
-    Give ``eps`` or ``keep_fraction`` (ε then chosen from the stored scores, SPEC §1.4); with
+    Give ``eps`` or ``keep_fraction`` (ε set from stored scores, docs/algorithms.md §1.4); with
     neither, ε is the model's default (``models.default_dedup_eps``).
     ``order`` ranks each cluster (``hard``: farthest from the centroid first, as SemDeDup);
     ``tie_break`` orders equal distances (exact copies): ``meta`` is Meta's stable sort in

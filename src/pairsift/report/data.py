@@ -124,7 +124,8 @@ class ReportData:
         if column not in pq.read_schema(paths[0]).names:
             return None
         tables = [pq.read_table(p, columns=["uid", column]) for p in paths]
-        table = pa.concat_tables(tables)
+        # an empty part's column may have been written as Arrow's null type: promote it
+        table = pa.concat_tables(tables, promote_options="default")
         values = table.column(column)
         if not table.column("uid").equals(pa.chunked_array([self.uids])):
             values = values.take(pc.index_in(self.uids, value_set=table.column("uid")))

@@ -1,9 +1,9 @@
-"""Match confidence: a cosine score turned into P(same | score) (SPEC.md §7.1).
+"""Match confidence: a cosine score turned into P(same | score) (docs/algorithms.md §6.1).
 
 Two-distribution Bayes model: densities ``f1`` of same pairs and ``f0`` of different pairs,
 ``P(same | s) = sigmoid(logit(prior) + log f1(s) - log f0(s))``, computed in log space. The
 densities are a Gaussian KDE (Scott bandwidth; the default), Beta on ``u = (s + 1) / 2``
-(method of moments, then maximum likelihood), or Gaussian. SPEC §7.1 proposes Beta as the
+(method of moments, then maximum likelihood), or Gaussian. docs/algorithms.md §6.1: Beta is the
 default; pairsift uses the KDE because different-pair scores are a mixture (unrelated photos
 plus other crops of the same photo) that one unimodal density cannot fit: on 9,040 held-out
 synthetic pairs Beta's ECE was 0.026 against the KDE's 0.0026.

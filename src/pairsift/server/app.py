@@ -1,43 +1,51 @@
 """The search web app: FastAPI over :class:`~pairsift.retrieval.searcher.Searcher` + a static page.
 
-Safety rules (DESIGN.md §7): the app never reads a path from a request (images are named by
+Safety rules (docs/design.md §7): the app never reads a path from a request (images are named by
 uid and looked up in the workspace; static files come from a fixed list), never evaluates
 anything, caps the query length, ``k`` and uploads, and answers every refusal with a 4xx and a
 one-line ``detail``. Uploads must declare their length (411 otherwise) so an oversized body is
-refused (413) before it is read. Requests must name a loopback host unless the app is told
-otherwise, which stops DNS-rebinding pages from reading the API through the browser.
+refused (413) before it is read; the bytes actually read are counted too, since a chunked body
+can run past what its Content-Length says. Uploads are also capped in decoded pixels, and
+images (uploads and thumbnails) are decoded on worker threads, a few at a time, so a bomb
+neither blocks the event loop nor multiplies its memory by the number of requests. Requests
+must name a loopback host unless the app is told otherwise, which stops DNS-rebinding pages
+from reading the API through the browser.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
+from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI, HTTPException, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
+from PIL import Image
 from starlette.middleware.trustedhost import TrustedHostMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..io.images import ImageDecodeError, decode_image
 from ..io.records import valid_uid
 from ..io.sources import read_image_bytes
 from ..pipeline.explain import explain
 from ..retrieval.searcher import VERDICTS, Hit, Searcher
+from ..stages.embed import DRAFT_SIZE
 from ..workspace import WorkspaceError
 
 MAX_QUERY_CHARS = 500
 MAX_K = 100
 MAX_UPLOAD_BYTES = 10 * 2**20
-MAX_UPLOAD_PIXELS = 50_000_000  # uploads above this are refused as decompression bombs
+MAX_UPLOAD_PIXELS = 4096 * 4096  # a 16 MP photo; above it an upload is refused as a bomb
+DECODE_SLOTS = 2  # images decoding at once (uploads and thumbnails): bounds memory and CPU
 UPLOAD_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff")
 THUMB_SIZE = 256
 THUMB_CACHE = 512
@@ -50,13 +58,17 @@ CSP = ("default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'n
 
 
 class UploadLimit:
-    """Refuse a request body over ``limit`` bytes, or of unknown length, before reading it."""
+    """Refuse a request body over ``limit`` bytes, or of unknown length, before reading it, and
+    stop reading one that runs past the limit whatever its headers said."""
 
     def __init__(self, app: ASGIApp, limit: int):
         self.app, self.limit = app, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] in ("POST", "PUT", "PATCH"):
             length = dict(scope["headers"]).get(b"content-length")
             refusal = None
             if length is None or not length.isdigit():
@@ -69,7 +81,23 @@ class UploadLimit:
                                         headers={"Connection": "close"})
                 await response(scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+        await self.app(scope, self._counting(receive), send)
+
+    def _counting(self, receive: Receive) -> Receive:
+        """``receive`` that raises a 413 once more than ``limit`` body bytes have arrived.
+        FastAPI re-raises an HTTPException met while reading the body, so the app answers it."""
+        read = 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal read
+            message = await receive()
+            read += len(message.get("body", b""))
+            if read > self.limit:
+                raise HTTPException(413, f"the upload is longer than the limit of "
+                                         f"{self.limit:,} bytes", headers={"Connection": "close"})
+            return message
+
+        return receive_within_limit
 
 
 class _Locations:
@@ -117,6 +145,45 @@ def _hits_json(query: dict[str, Any], space: str, hits: list[Hit]) -> dict[str, 
                       "verdict": h.verdict, "reasons": h.reasons} for h in hits]}
 
 
+class _Thumbnails:
+    """Thumbnail JPEGs by uid, least recently used dropped first. Concurrent requests for one
+    uid share one decode; decodes run on worker threads, at most ``limiter``'s at once."""
+
+    def __init__(self, make: Callable[[str], bytes], limiter: CapacityLimiter):
+        self._make, self._limiter = make, limiter
+        self._done: OrderedDict[str, bytes] = OrderedDict()
+        self._pending: dict[str, asyncio.Task[bytes]] = {}  # touched on the event loop only
+
+    async def get(self, uid: str) -> bytes:
+        if uid in self._done:
+            self._done.move_to_end(uid)
+            return self._done[uid]
+        if uid not in self._pending:
+            self._pending[uid] = asyncio.ensure_future(self._build(uid))
+        return await asyncio.shield(self._pending[uid])  # one client leaving stops no one
+
+    async def _build(self, uid: str) -> bytes:
+        try:
+            data = await to_thread.run_sync(self._make, uid, limiter=self._limiter)
+        finally:
+            del self._pending[uid]  # a failure is not cached: the next request tries again
+        self._done[uid] = data
+        while len(self._done) > THUMB_CACHE:
+            self._done.popitem(last=False)
+        return data
+
+
+def _query_image(data: bytes) -> Image.Image:
+    """An upload decoded as the collection was embedded; a bomb is a 413 naming the limit."""
+    try:
+        return decode_image(data, max_pixels=MAX_UPLOAD_PIXELS, draft=DRAFT_SIZE).image
+    except ImageDecodeError as exc:
+        if exc.reason == "decompression_bomb":
+            raise HTTPException(413, f"the image is too large ({exc.message}); the limit is "
+                                     f"{MAX_UPLOAD_PIXELS:,} pixels: downscale it") from None
+        raise HTTPException(415, f"the upload is not a readable image ({exc})") from None
+
+
 def _thumbnail(row: dict[str, Any], image_column: str | None) -> bytes:
     data = read_image_bytes(row["container"], row["shard"], row["offset"], row["length"],
                             image_column)
@@ -134,7 +201,7 @@ def create_app(workspace: str | Path, *, model: str | None = None, device: str =
     searcher = Searcher(workspace, model=model, device=device)
     searcher.warm()
     locations = _Locations(searcher)
-    thumbs: OrderedDict[str, bytes] = OrderedDict()
+    decoders = CapacityLimiter(DECODE_SLOTS)
     app = FastAPI(title="pairsift search", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(UploadLimit, limit=max_upload_bytes)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
@@ -164,7 +231,8 @@ def create_app(workspace: str | Path, *, model: str | None = None, device: str =
                 "model": searcher.model, "image_space": searcher.image_space,
                 "reasons": searcher.decisions.all_reasons(), "verdicts": list(VERDICTS),
                 "limits": {"query_chars": MAX_QUERY_CHARS, "k": MAX_K,
-                           "upload_bytes": max_upload_bytes, "upload_types": UPLOAD_TYPES}}
+                           "upload_bytes": max_upload_bytes, "upload_pixels": MAX_UPLOAD_PIXELS,
+                           "upload_types": UPLOAD_TYPES}}
 
     @app.get("/api/search")
     def search_text(q: str, k: int = 10, verdict: str = "all",
@@ -189,34 +257,34 @@ def create_app(workspace: str | Path, *, model: str | None = None, device: str =
             raise HTTPException(415, f"upload an image ({', '.join(UPLOAD_TYPES)}); got "
                                      f"content type {file.content_type!r}")
         data = await file.read()
-        try:
-            image = decode_image(data, max_pixels=MAX_UPLOAD_PIXELS).image
-        except ImageDecodeError as exc:
-            raise HTTPException(415, f"the upload is not a readable image ({exc})") from None
-        try:
-            hits = await run_in_threadpool(searcher.search_image, image, k, verdict,
-                                           reason or None)
-        except (ValueError, WorkspaceError) as exc:
-            raise HTTPException(400, str(exc)) from None
+
+        def search() -> list[Hit]:  # decoding and embedding hold the pixels: one slot for both
+            image = _query_image(data)
+            try:
+                return searcher.search_image(image, k, verdict, reason or None)
+            except (ValueError, WorkspaceError) as exc:
+                raise HTTPException(400, str(exc)) from None
+
+        hits = await to_thread.run_sync(search, limiter=decoders)
         locations.remember(hits)
         return _hits_json({"image": file.filename, "k": k, "verdict": verdict,
                            "reason": reason}, searcher.image_space, hits)
 
+    def make_thumbnail(uid: str) -> bytes:
+        row = locations.row(uid)
+        if row is None:
+            raise HTTPException(404, f"no sample with uid {uid}")
+        options = searcher.ws.manifest["sources"].get(row["source"], {}).get("options", {})
+        try:
+            return _thumbnail(row, options.get("image_column"))
+        except (ImageDecodeError, OSError) as exc:
+            raise HTTPException(404, f"the image of {uid} cannot be read: {exc}") from None
+
+    thumbs = _Thumbnails(make_thumbnail, decoders)
+
     @app.get("/api/thumb/{uid}")
-    def thumb(uid: str) -> Response:
-        uid = _uid(uid)
-        if uid not in thumbs:
-            row = locations.row(uid)
-            if row is None:
-                raise HTTPException(404, f"no sample with uid {uid}")
-            options = searcher.ws.manifest["sources"].get(row["source"], {}).get("options", {})
-            try:
-                thumbs[uid] = _thumbnail(row, options.get("image_column"))
-            except (ImageDecodeError, OSError) as exc:
-                raise HTTPException(404, f"the image of {uid} cannot be read: {exc}") from None
-            while len(thumbs) > THUMB_CACHE:
-                thumbs.popitem(last=False)
-        return Response(thumbs[uid], media_type="image/jpeg",
+    async def thumb(uid: str) -> Response:
+        return Response(await thumbs.get(_uid(uid)), media_type="image/jpeg",
                         headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/api/explain/{uid}")

@@ -1,4 +1,4 @@
-"""k-means partition for semantic dedup (SPEC §1.2 steps 1-3, DESIGN §6).
+"""k-means partition for semantic dedup (docs/algorithms.md §1.2 steps 1-3, docs/design.md §6).
 
 Pairwise dedup only compares items inside one cluster, so the partition decides both the cost
 (Σ n_c² d) and which duplicates can be found at all. faiss trains on a seeded random sample
@@ -40,7 +40,7 @@ def unit_rows(X: np.ndarray | torch.Tensor, device: Device = "cpu") -> torch.Ten
 
     The stored vectors may be float16 or not quite unit length; cosine math needs unit rows,
     and a zero or non-finite row has no direction, so it is an error rather than a silent NaN
-    (SPEC §1.2 step 1).
+    (docs/algorithms.md §1.2 step 1).
     """
     t = float_tensor(X, device)
     if t.ndim != 2:
@@ -115,7 +115,7 @@ class KMeansModel:
 
         Spherical: nearest = max inner product (faiss IndexFlatIP). L2: nearest = min squared
         L2 to the raw centroid. The distance is always to the *normalised* centroid, as SemDeDup
-        and NeMo rank by it (SPEC §1.2 step 3, §2.1); with PCA it is measured in the PCA space.
+        and NeMo rank by it (docs/algorithms.md §1.2 step 3, §2.1); with PCA, in the PCA space.
         Rows are streamed in chunks, so `X` may be a float16 memmap larger than RAM.
         """
         n = len(X)
@@ -150,7 +150,7 @@ def fit_kmeans(
 ) -> KMeansModel:
     """Train faiss k-means on a seeded random sample of L2-normalised rows.
 
-    Defaults follow SemDeDup's config (spherical, niter=100, seed=1234; SPEC §1.2 step 2);
+    Defaults follow SemDeDup (spherical, niter=100, seed=1234; docs/algorithms.md §1.2 step 2);
     k defaults to `choose_k(n)`. `pca_dim` first fits a faiss PCAMatrix on the same sample,
     which makes training and assignment cheaper for wide embeddings.
     """

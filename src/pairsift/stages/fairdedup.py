@@ -1,6 +1,6 @@
 """FairDeDup inside one cluster: same duplicates as SemDeDup, fairer choice of the survivor.
 
-SPEC §3 (Slyman et al., CVPR 2024). There is no official code; the rule below is SPEC §3.2:
+docs/algorithms.md §3 (Slyman et al., CVPR 2024). There is no official code; the rule is §3.2's:
 walk the cluster, group each unvisited item with its unvisited near-duplicates, and keep the
 member that looks most like the group (e.g. a perceived gender) the cluster represents least,
 so pruning does not erase the minority further.
@@ -26,7 +26,7 @@ DEFAULT_TEMPLATES = (
     "an image of a {} person.",
 )
 """Prompt templates for group prototypes; the patent builds prototypes from such templates
-(SPEC §3.1). Exact wording in the paper is unverified [U]."""
+(docs/algorithms.md §3.1). Exact wording in the paper is unconfirmed."""
 
 
 def _mean_direction(E: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -39,7 +39,9 @@ def text_prototypes(
     groups: Mapping[str, Sequence[str]] | Sequence[str],
     templates: Sequence[str] = DEFAULT_TEMPLATES,
 ) -> np.ndarray:
-    """(G, d) unit prototypes, one per group, from templated text embeddings (SPEC §3.2 step 1).
+    """(G, d) unit prototypes, one per group, from templated text embeddings.
+
+    docs/algorithms.md §3.2 step 1.
 
     `groups` is a list of group names, or a mapping name → descriptive terms (several terms
     average out wording quirks). Rows follow the order of `groups`. `encode_texts` must be the
@@ -153,8 +155,8 @@ def fairdedup_cluster(
     """Remove near-duplicates, keeping in each neighbourhood the least-represented group.
 
     `X_ranked` is the cluster in SemDeDup's ranked order (earlier = preferred on ties).
-    Representation `r_g` = mean cos(x, p_g) over the cluster, g* = argmin r_g (SPEC §3.2
-    step 2); `dynamic=True` measures r_g over the items kept so far instead, updated after
+    Representation `r_g` = mean cos(x, p_g) over the cluster, g* = argmin r_g (docs/algorithms.md
+    §3.2 step 2); `dynamic=True` measures r_g over the items kept so far instead, updated after
     every keep (cluster-level r_g until something is kept). In each neighbourhood the member
     with the highest cos to p_{g*} survives (ties → earlier-ranked). With `relevance_gate=τ`,
     a neighbourhood whose best prototype similarity is ≤ τ (no person content) falls back to

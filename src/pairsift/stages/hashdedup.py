@@ -1,13 +1,13 @@
 """Exact and perceptual deduplication: pixel hashes, pHash/dHash, Hamming pairs, groups.
 
-Decisions ``exact_duplicate_of`` and ``near_duplicate_of`` (DESIGN.md §4). Costs grow with the
+Decisions ``exact_duplicate_of`` and ``near_duplicate_of`` (docs/design.md §4). Costs grow with the
 data, never N×N (§6): exact groups come from hashing, near pairs from an exact multi-index
 Hamming search (faiss), groups from the sparse pair graph.
 
 Hashes are 64-bit values stored as signed int64 (the two's complement of the uint64) so they
 fit Arrow/Parquet int64 columns; ``format(value & (2**64 - 1), "016x")`` gives imagehash's hex.
 
-Default thresholds, measured on 40 distinct images (the shared fixtures and scikit-image's
+Default thresholds, measured on 40 distinct images (tests/data's fixtures and scikit-image's
 samples: 780 pairs) and variants of each (``tests/test_hashdedup.py``). pHash distances are
 nearly always even (the median split gives every hash 32 ones), so 4 and 5 differ little.
 

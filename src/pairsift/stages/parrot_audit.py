@@ -1,4 +1,4 @@
-"""Encoder audit: the synthetic text benchmark of "Parrot Captions" (SPEC.md §4.1).
+"""Encoder audit: the synthetic text benchmark of "Parrot Captions" (docs/algorithms.md §4.1).
 
 Each word is drawn alone, 32 px, centred on a 224×224 canvas in four background/text styles;
 the Sync. Score is the mean cosine of a rendered word with the embedding of the same word.
@@ -9,6 +9,7 @@ is reported beside it: the gap between the two is how much reading the word adds
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -89,29 +90,38 @@ def render_word(word: str, background: str, foreground: str, *, px: int = FONT_P
 
 
 def sync_scores(encoder: ImageTextEncoder, words: list[str] | tuple[str, ...] = WORDS, *,
-                batch_size: int = 64) -> AuditResult:
-    """Render every word in every style and score it against every word's text."""
-    kept = [w for w in dict.fromkeys(words) if render_word(w, *STYLES[0]) is not None]
+                batch_size: int = 64,
+                advance: Callable[[int], None] = lambda n: None) -> AuditResult:
+    """Render every word in every style and score it against every word's text.
+
+    ``advance(n)`` is called as images are done: ``len(STYLES)`` per distinct word in all
+    (a word the font cannot render counts as done at once).
+    """
+    unique = list(dict.fromkeys(words))
+    kept = [w for w in unique if render_word(w, *STYLES[0]) is not None]
     if len(kept) < 2:
         raise ValueError("the audit needs at least two words the font can render")
+    advance((len(unique) - len(kept)) * len(STYLES))
     texts = encoder.encode_texts(kept)
     n = len(kept)
     matched = np.zeros((n, len(STYLES)), np.float32)
     mismatched = np.zeros_like(matched)
     for s, (bg, fg) in enumerate(STYLES):
-        sims = _image_embeddings(encoder, kept, bg, fg, batch_size) @ texts.T
+        sims = _image_embeddings(encoder, kept, bg, fg, batch_size, advance) @ texts.T
         matched[:, s] = np.diag(sims)
         mismatched[:, s] = (sims.sum(1) - np.diag(sims)) / (n - 1)
-    skipped = [w for w in dict.fromkeys(words) if w not in kept]
+    skipped = [w for w in unique if w not in kept]
     return AuditResult(encoder.name, kept, matched, mismatched, skipped)
 
 
 def _image_embeddings(encoder: ImageTextEncoder, words: list[str], background: str,
-                      foreground: str, batch_size: int) -> np.ndarray:
+                      foreground: str, batch_size: int,
+                      advance: Callable[[int], None]) -> np.ndarray:
     chunks = []
     for start in range(0, len(words), batch_size):
         images = [render_word(w, background, foreground) for w in words[start:start + batch_size]]
         chunks.append(encode_images(encoder, images).joint)
+        advance(len(images))
     return np.concatenate(chunks)
 
 

@@ -1,4 +1,4 @@
-"""CLIP score and the DataComp / LAION filter rules on it (SPEC.md §5.1)."""
+"""CLIP score and the DataComp / LAION filter rules on it (docs/algorithms.md §5.1)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """SemDeDup inside one cluster: rank, score against earlier-ranked members, apply a rule.
 
-SPEC §1 (Meta's code) and §2 (NeMo Curator). The score `M[j]` = max cosine of item j to any
+docs/algorithms.md §1 (Meta's code) and §2 (NeMo Curator). The score `M[j]` = max cosine of j to any
 earlier-ranked member (floored at 0) does not depend on ε, so it is computed once and every ε
 is a cheap comparison afterwards (§1.4). No n×n matrix is built: column blocks of B items need
 only the rows ranked before them, `X[:e] @ X[s:e].T` (≤ n×B): for n ≫ B about half the FLOPs
@@ -45,7 +45,7 @@ def threshold(eps: float, strict: bool = True) -> np.float32:
 
 
 def _over(values: np.ndarray | torch.Tensor, t: np.float32, strict: bool):
-    """`values > t` (Meta, default) or `values >= t` (NeMo), SPEC §2.3."""
+    """`values > t` (Meta, default) or `values >= t` (NeMo), docs/algorithms.md §2.3."""
     return values > float(t) if strict else values >= float(t)
 
 
@@ -103,7 +103,7 @@ def max_similarity(
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each ranked row j: the max cosine to an earlier row and that row's index.
 
-    Equals the column max/argmax of `triu(X Xᵀ, 1)` (SPEC §1.2 step 5, §A.1): the zero-filled
+    Equals column max/argmax of `triu(X Xᵀ, 1)` (docs/algorithms.md §1.2 step 5, §A.1): the zeroed
     triangle floors the score at 0, and when no earlier row has a positive similarity the
     argmax is j itself (row 0 → (0.0, 0)), like NeMo's `max_id = id` for singletons (§2.4).
     Rows must be L2-normalised and in ranked order. fp32 throughout; peak extra memory is one
@@ -138,7 +138,7 @@ def _candidate_blocks(
 def _greedy_kept(
     x: torch.Tensor, cols: np.ndarray, t: np.float32, strict: bool, block: int
 ) -> np.ndarray:
-    """Drop j only if it is similar to an earlier item that was itself kept (SPEC §1.3)."""
+    """Drop j only if it is similar to an earlier item that was kept (docs/algorithms.md §1.3)."""
     kept = np.ones(x.shape[0], dtype=bool)
     for c, A in _candidate_blocks(x, cols, t, strict, block):
         known = torch.as_tensor(kept[: A.shape[0]], device=x.device).clone()
@@ -173,7 +173,7 @@ def _union(parent: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
 def _components(
     x: torch.Tensor, cols: np.ndarray, t: np.float32, strict: bool, block: int
 ) -> np.ndarray:
-    """Keep only the earliest-ranked member of each connected component (SPEC §1.3)."""
+    """Keep only the earliest-ranked member of each connected component: docs/algorithms.md §1.3."""
     parent = np.arange(x.shape[0])
     for c, A in _candidate_blocks(x, cols, t, strict, block):
         e = A.shape[0]
@@ -202,7 +202,7 @@ def remove_mask(
     """Which ranked items to drop at this ε.
 
     `semdedup_code` (default, reproduces the papers' numbers): drop j iff M[j] > 1−ε, whether
-    or not the similar earlier item was itself dropped (SPEC §1.2 step 6); `strict=False` gives
+    or not the similar earlier item was dropped (docs/algorithms.md §1.2 step 6); `strict=False`:
     NeMo's `>=`. `greedy_kept`: drop j iff similar to an earlier item that was kept.
     `components`: keep the earliest member of each connected component of the thresholded
     graph. The last two need the ranked unit rows `X` and one blocked pass over the columns
@@ -222,7 +222,7 @@ def remove_mask(
 
 
 def eps_sweep(max_sim: np.ndarray, eps_values, *, strict: bool = True) -> np.ndarray:
-    """Kept fraction for each ε under `semdedup_code` (SPEC §1.4), from the scores alone.
+    """Kept fraction for each ε under `semdedup_code` (docs/algorithms.md §1.4), from scores only.
 
     Pass the scores of every item in the collection (singletons have M = 0).
     """
@@ -237,7 +237,7 @@ def eps_for_keep_fraction(
 ) -> tuple[float, float]:
     """ε that keeps at least `keep_fraction` of the items, and the fraction it really keeps.
 
-    The threshold is the ⌈qN⌉-th smallest score (SPEC §1.4); ties at it keep more than asked.
+    The threshold is the ⌈qN⌉-th smallest score (docs/algorithms.md §1.4); ties keep more.
     The threshold is clamped into [2⁻²⁰, 1 − 2⁻²⁴] so ε stays in (0, 1): exact duplicates
     (M = 1) are then always dropped, and the achieved fraction says so.
     """

@@ -41,7 +41,7 @@ MIN_FONT_PX = 14
 
 
 def tokens(text: str) -> list[str]:
-    """Caption/OCR words as SPEC §4.2 compares them: lowercase, NFKC, split on non-alnum."""
+    """Caption/OCR words as docs/algorithms.md §4.2 compares them: lowercase, NFKC, alnum runs."""
     return [w for w in re.split(r"[\W_]+", unicodedata.normalize("NFKC", text.lower())) if w]
 
 
