@@ -123,9 +123,13 @@ def filter_clip_score(
                                                          "OpenAI ViT-B/32).")] = None,
     top: Annotated[float | None, typer.Option(help="Keep the top fraction F, as DataComp "
                                                    "(e.g. 0.3).")] = None,
+    nan_policy: Annotated[str, typer.Option(help="With --top, samples without a score: "
+                                                 "exclude (F of the scored ones) | datacomp "
+                                                 "(counted in N, as DataComp's "
+                                                 "code).")] = "exclude",
 ) -> None:
     """Keep pairs by CLIP score: a threshold or DataComp's top fraction."""
-    s = api.filter_clip_score(workspace, threshold=threshold, top=top)
+    s = api.filter_clip_score(workspace, threshold=threshold, top=top, nan_policy=nan_policy)
     console.print(f"clip score >= {s.threshold:.4f}: kept {s.kept:,}, dropped {s.dropped:,}")
 
 
@@ -187,6 +191,9 @@ def dedup_semantic(
     keep_fraction: Annotated[float | None, typer.Option(help="Choose eps to keep this "
                                                              "fraction.")] = None,
     order: Annotated[str, typer.Option(help="hard | easy | random")] = "hard",
+    tie_break: Annotated[str, typer.Option(help="Ranking of exact copies: meta (Meta's "
+                                                "stable sort, dataset order) | id (NeMo "
+                                                "Curator's, by id).")] = "meta",
     rank_by: Annotated[str | None, typer.Option(help="Rank by a signal column instead "
                                                      "(largest kept), e.g. clip_score.")] = None,
     rule: Annotated[str, typer.Option(help="semdedup_code | greedy_kept | "
@@ -199,8 +206,8 @@ def dedup_semantic(
 ) -> None:
     """SemDeDup inside each cluster; prints the eps sweep (eps -> kept fraction)."""
     s = api.dedup_semantic(workspace, eps=eps, keep_fraction=keep_fraction, order=order,
-                           rank_by=rank_by, rule=rule, strict=strict, block=block,
-                           device=device, progress=not quiet)
+                           tie_break=tie_break, rank_by=rank_by, rule=rule, strict=strict,
+                           block=block, device=device, progress=not quiet)
     sweep = Table("eps", "kept fraction", title="eps sweep (semdedup_code rule)")
     for e, fraction in s.sweep:
         sweep.add_row(f"{e:g}", f"{fraction:.3f}")
@@ -300,7 +307,8 @@ def parrot_spot(
     fuzzy: Annotated[float, typer.Option(help="Max normalised edit distance of a match "
                                               "(0: exact).")] = 0.0,
     stopwords: Annotated[bool, typer.Option(
-        help="Never match function words (a, on, the, ...).")] = True,
+        help="Never match function words (a, on, the, ...) or one-character tokens; "
+             "--no-stopwords: every word can match, the literal rule.")] = True,
     threads: Annotated[int | None, typer.Option(help="Worker threads.")] = None,
     quiet: Quiet = False,
 ) -> None:

@@ -48,13 +48,18 @@ def score(workspace: str | Path, *, model: str | None = None, progress: bool = T
 
 
 def filter_clip_score(workspace: str | Path, *, threshold: float | None = None,
-                      top: float | None = None) -> ThresholdSummary:
-    """Decide keep/drop on CLIP score: ``>= threshold``, or DataComp's top fraction ``top``."""
+                      top: float | None = None, nan_policy: str = "exclude") -> ThresholdSummary:
+    """Decide keep/drop on CLIP score: ``>= threshold``, or DataComp's top fraction ``top``.
+
+    ``nan_policy`` (with ``top``): ``exclude`` takes the fraction of the scored samples,
+    ``datacomp`` of all samples, unscored ones included, as DataComp's code does.
+    """
     ws = Workspace.open(workspace)
-    config = {"threshold": threshold, "top": top, "scores": ws.current_run(SIGNAL)}
+    config = {"threshold": threshold, "top": top, "nan_policy": nan_policy,
+              "scores": ws.current_run(SIGNAL)}
     table = ws.signals(SIGNAL, ["uid", SIGNAL])
     scores = table.column(SIGNAL).to_numpy(zero_copy_only=False).astype(np.float32)
-    cut = resolve_threshold(scores, threshold=threshold, fraction=top)
+    cut = resolve_threshold(scores, threshold=threshold, fraction=top, nan_policy=nan_policy)
     decisions = clip_score_decisions(table.column("uid").combine_chunks(), scores, cut,
                                      fraction=top, config_hash=config_hash(config))
     s = record_decisions(ws, STAGE, config, decisions, {"threshold": cut})

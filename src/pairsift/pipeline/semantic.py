@@ -162,6 +162,7 @@ def dedup_semantic(
     eps: float | None = None,
     keep_fraction: float | None = None,
     order: str = "hard",
+    tie_break: str = "meta",
     rank_by: str | None = None,
     rule: str = "semdedup_code",
     strict: bool = True,
@@ -175,6 +176,8 @@ def dedup_semantic(
     Give ``eps`` or ``keep_fraction`` (ε set from stored scores, docs/algorithms.md §1.4); with
     neither, ε is the model's default (``models.default_dedup_eps``).
     ``order`` ranks each cluster (``hard``: farthest from the centroid first, as SemDeDup);
+    ``tie_break`` orders equal distances (exact copies): ``meta`` is Meta's stable sort in
+    dataset order (``hard`` keeps the first copy), ``id`` NeMo Curator's (distance, id) sort;
     ``rank_by`` ranks by a signal column instead (largest first, e.g. ``clip_score``).
     """
     if eps is not None and keep_fraction is not None:
@@ -185,7 +188,7 @@ def dedup_semantic(
     if eps is None and keep_fraction is None:
         eps = default_dedup_eps(model)
     space = ws.run_config(CLUSTER)["space"]
-    options = {"order": order, "block": block, "device": device}
+    options = {"order": order, "tie_break": tie_break, "block": block, "device": device}
     config = {"model": model, "space": space, "clusters": ws.current_run(CLUSTER),
               "rank_by": rank_by, **options}
     run = ws.start_run(SEMDEDUP, config)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 
 STAGE = "clip_score_filter"
+NanPolicy = Literal["exclude", "datacomp"]
+NAN_POLICIES = ("exclude", "datacomp")
 
 
 def clip_scores(images: np.ndarray, texts: np.ndarray) -> np.ndarray:
@@ -26,28 +29,40 @@ def clip_scores(images: np.ndarray, texts: np.ndarray) -> np.ndarray:
     return scores.astype(np.float32)
 
 
-def fraction_threshold(scores: np.ndarray, fraction: float) -> float:
+def fraction_threshold(scores: np.ndarray, fraction: float,
+                       nan_policy: NanPolicy = "exclude") -> float:
     """DataComp's top-fraction threshold: the (int(N·fraction)+1)-th largest score.
 
     Keeping ``score >= threshold`` then keeps at least ``int(N·fraction)+1`` samples (ties add
-    more), exactly as ``baselines/apply_filter.py`` does. ``fraction == 1`` keeps everything,
-    where DataComp's code would index past the end.
+    more), exactly as ``baselines/apply_filter.py`` does. ``nan_policy`` sets N when some
+    samples have no score (NaN): ``"exclude"`` (default) counts the scored samples only, so the
+    fraction is of the pairs that can be judged; ``"datacomp"`` counts every sample, as
+    DataComp's ``-np.sort(-scores)[int(N·fraction)]`` does (NumPy sorts NaN last, so they rank
+    below every score yet count in N): a lower cut that keeps the fraction of the whole pool.
+    Where DataComp's index reaches the NaNs or runs past the end (``fraction == 1``) its cut is
+    NaN or an IndexError; here every scored sample is kept.
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+    scores = np.asarray(scores)
     valid = np.sort(scores[~np.isnan(scores)])[::-1]
     if valid.size == 0:
         return float("inf")
-    n = int(valid.size * fraction)
+    n = int((valid.size if nan_policy == "exclude" else scores.size) * fraction)
     return float(valid[min(n, valid.size - 1)])
 
 
 def resolve_threshold(scores: np.ndarray, *, threshold: float | None = None,
-                      fraction: float | None = None) -> float:
+                      fraction: float | None = None,
+                      nan_policy: NanPolicy = "exclude") -> float:
     """The cut for a fixed threshold or for DataComp's top fraction (exactly one is given)."""
     if (threshold is None) == (fraction is None):
         raise ValueError("give exactly one of threshold and top fraction")
-    return threshold if threshold is not None else fraction_threshold(scores, fraction)
+    if threshold is not None:
+        return threshold
+    return fraction_threshold(scores, fraction, nan_policy)
 
 
 def clip_score_decisions(uids: pa.Array, scores: np.ndarray, cut: float, *,
