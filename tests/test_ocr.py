@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from pairsift.io.images import ImageDecodeError
 from pairsift.models.inpaint import OpenCVInpainter, box_mask, load_inpainter
 from pairsift.models.ocr import (
+    OCRError,
     Spotted,
     TextSpotter,
     load_detector,
@@ -70,6 +72,43 @@ def test_rapidocr_reads_the_bus(rapid, shared_data):
     assert {"privileges", "nothing", "compares"} <= words
     assert all(0 <= s.box[0] < s.box[2] <= 640 and 0 <= s.box[1] < s.box[3] <= 480
                for s in spotted)
+
+
+EXTREME = [(4000, 10), (20000, 3), (30000, 100)]
+
+
+@pytest.mark.parametrize("size", [*EXTREME, *((h, w) for w, h in EXTREME)])
+def test_extreme_aspect_ratios_are_read_not_raised(rapid, size):
+    """rapidocr rounded a side of these to 0 px and raised ResizeImgError, stopping the stage."""
+    image = Image.new("RGB", size, "white")
+    assert rapid.spot(image) == []
+    assert load_detector().detect(image) == []
+
+
+@pytest.mark.parametrize(("size", "at", "words"), [
+    ((4000, 60), (1500, 10), "SUMMER SALE"),  # 67:1: fitted into 2000 px, then padded to 8:1
+    ((120, 1200), (5, 600), "SALE"),  # 1:10: rapidocr letterboxes wide images only
+])
+def test_text_on_a_strip_is_read_where_it_is(rapid, size, at, words):
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=40)
+    draw.text(at, words, font=font, fill="black", anchor="lt")
+    drawn = draw.textbbox(at, words, font=font, anchor="lt")
+    spotted = rapid.spot(image)
+    assert [tokens(s.text) for s in spotted] == [[w] for w in tokens(words)]
+    boxes = [s.box for s in spotted] + load_detector().detect(image)
+    assert all(_inside(b, drawn, slack=20) for b in boxes)  # the detector's margin, ×2 at 2:1
+
+
+def test_engine_failure_is_a_per_sample_error(rapid):
+    """Whatever rapidocr raises on one image comes out as that image's OCRError, which map
+    stages record as a per-sample error (it is an ImageDecodeError) instead of stopping."""
+    empty = Image.new("RGB", (0, 10))
+    for read in (rapid.spot, load_detector().detect):
+        with pytest.raises(OCRError, match="0×10") as caught:
+            read(empty)
+        assert isinstance(caught.value, ImageDecodeError) and caught.value.reason == "ocr_failed"
 
 
 def test_quad_to_box_clips_to_the_image():

@@ -27,7 +27,7 @@ from pairsift import (
 )
 from pairsift.cli import app
 from pairsift.models import load_encoder
-from pairsift.models.ocr import Spotted
+from pairsift.models.ocr import Spotted, load_spotter
 from pairsift.stages.parrot import (
     area_boxes,
     co_embedded,
@@ -37,6 +37,7 @@ from pairsift.stages.parrot import (
     random_boxes,
     relative_scores,
     simple_fix_keep,
+    spot_image,
     text_area,
 )
 from pairsift.stages.parrot_audit import STYLES, sync_scores
@@ -72,6 +73,35 @@ def test_function_words_do_not_make_a_parrot():
     ocr = ["Fig. 22. Another experiment on the same subject."]
     assert cotr(caption, ocr) == (0.0, [])
     assert cotr(caption, ocr, stopwords=frozenset()) == (pytest.approx(2 / 5), ["on", "the"])
+
+
+def test_no_stopwords_is_the_literal_rule_one_letter_words_included():
+    """docs/algorithms.md §4.2 literally: every caption token counts, "Plan B"'s "b" and
+    "5 stars"'s "5"."""
+    assert cotr("Plan B", ["PLAN B"], stopwords=frozenset()) == (1.0, ["plan", "b"])
+    assert cotr("5 stars hotel", ["5 STARS"], stopwords=frozenset())[1] == ["5", "stars"]
+    assert cotr("Plan B", ["PLAN B"]) == (0.5, ["plan"])  # default: lone glyphs match by chance
+
+
+@pytest.mark.parametrize(("sign", "caption", "words"), [
+    ("JUST DO IT", "Just do it", ["just"]),
+    ("LOOK UP", "Look up!", ["look", "up"]),
+    ("WAY OUT", "way out", ["way", "out"]),
+])
+def test_words_that_mean_something_on_a_sign_make_a_parrot(sign, caption, words):
+    """A sign's words read by rapidocr: "just", "up", "out" are not function words."""
+    image = Image.new("RGB", (400, 160), "white")
+    ImageDraw.Draw(image).text((20, 50), sign, font=ImageFont.load_default(size=48), fill="black")
+    spotted, _ = spot_image(image, load_spotter("rapidocr"), None)
+    value, matched = cotr(caption, [s.text for s in spotted])
+    assert matched == words
+    assert parrot_drop(np.array([value]))[0]
+
+
+def test_sign_words_run_together_match():
+    """OCR that drops the space: a run-together token splits only into matchable words."""
+    assert list(co_embedded("look up", ["LOOKUP"])) == ["look", "up"]
+    assert list(co_embedded("way out", ["WAYOUT"])) == ["way", "out"]
 
 
 def test_ocr_words_run_together_still_match():
@@ -350,6 +380,22 @@ def test_printed_text_that_the_caption_does_not_repeat(shared_data, tmp_path):
     (row,) = Workspace.open(ws).signals(SPOT).to_pylist()
     assert {"another", "experiment"} <= set(tokens(" ".join(row["ocr_text"])))
     assert row["text_probe"] and row["cotr"] == 0.0 and row["co_emb_words"] == []
+
+
+def test_spotting_survives_extreme_aspect_ratios(tmp_path):
+    """A 4000×10 rule or a 10×4000 border made rapidocr raise and `parrot spot` stop."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (4000, 10), "gray").save(folder / "rule.png")
+    Image.new("RGB", (10, 4000), "gray").save(folder / "border.png")
+    banner = Image.new("RGB", (4000, 60), "white")
+    ImageDraw.Draw(banner).text((1500, 10), "SUMMER SALE", fill="black",
+                                font=ImageFont.load_default(size=40))
+    banner.save(folder / "banner.png")
+    (folder / "banner.txt").write_text("summer sale banner")
+    ingest(folder, tmp_path / "ws", progress=False)
+    summary = parrot_spot(tmp_path / "ws", progress=False)
+    assert (summary.samples, summary.with_text, summary.parrot) == (3, 1, 1)
 
 
 def test_encoder_audit_writes_number_and_plot(tmp_path):

@@ -36,6 +36,42 @@ def test_fraction_one_keeps_all_and_ignores_nan():
 
 
 @pytest.mark.parametrize("fraction", [0, -0.1, 1.5])
+def _datacomp_keep(scores: np.ndarray, fraction: float) -> np.ndarray:
+    """DataComp's ``get_threshold`` + ``df[key] >= threshold``: N counts every row, NaN too
+    (NumPy sorts NaN last, so they sit after the smallest score); a NaN never passes."""
+    n = int(len(scores) * fraction)
+    threshold = -np.sort(-scores)[n]
+    with np.errstate(invalid="ignore"):
+        return scores >= threshold
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.3, 0.5, 0.69])
+def test_nan_policy_datacomp_reproduces_datacomp_with_missing_scores(fraction):
+    rng = np.random.default_rng(1)
+    scores = rng.uniform(0.1, 0.4, 200).astype(np.float32)
+    scores[rng.choice(200, 60, replace=False)] = np.nan  # 140 scored
+    scores[:3] = np.nanmedian(scores)  # a tie
+    cut = fraction_threshold(scores, fraction, nan_policy="datacomp")
+    table = clip_score_decisions(pa.array([str(i) for i in range(200)]), scores, cut)
+    kept = np.array(table.column("verdict").to_pylist()) == "keep"
+    np.testing.assert_array_equal(kept, _datacomp_keep(scores, fraction))
+    scored = scores[~np.isnan(scores)]  # the default: DataComp's rule over the scored only
+    excluded = fraction_threshold(scores, fraction)
+    np.testing.assert_array_equal(scored >= excluded, _datacomp_keep(scored, fraction))
+    assert excluded > cut
+
+
+def test_nan_policy_datacomp_past_the_scored_keeps_every_score():
+    """Where DataComp's index falls among the NaNs its threshold is NaN and keeps nothing;
+    pairsift keeps every scored sample instead (as for ``fraction == 1``)."""
+    scores = np.array([0.3, np.nan, 0.2, np.nan, np.nan], np.float32)
+    assert not _datacomp_keep(scores, 0.6).any()
+    assert fraction_threshold(scores, 0.6, nan_policy="datacomp") == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="nan_policy"):
+        fraction_threshold(scores, 0.6, nan_policy="drop")
+
+
+@pytest.mark.parametrize("fraction", [0, -0.1, 1.5])
 def test_fraction_out_of_range(fraction):
     with pytest.raises(ValueError, match="fraction"):
         fraction_threshold(np.ones(3, np.float32), fraction)

@@ -151,15 +151,17 @@ def test_eps_must_be_inside_open_unit_interval(eps):
 
 
 def test_rank_orders_and_tie_breaks():
-    """§1.2 steps 3-4 (Meta, stable) and §2.3 (NeMo, (distance, id) in one direction)."""
+    """§1.2 steps 3-4 (Meta, stable: the default) and §2.3 (NeMo, (distance, id) one way)."""
     dist = np.array([0.2, 0.5, 0.5, 0.1])
     ids = np.array([10, 11, 12, 13])
-    np.testing.assert_array_equal(rank_cluster(dist, ids, "hard"), [2, 1, 0, 3])
-    np.testing.assert_array_equal(rank_cluster(dist, ids, "easy"), [3, 0, 1, 2])
-    np.testing.assert_array_equal(rank_cluster(dist, ids, "hard", tie_break="stable"), [1, 2, 0, 3])
-    np.testing.assert_array_equal(rank_cluster(dist, ids, "easy", tie_break="stable"), [3, 0, 2, 1])
-    uids = np.array(["c", "b", "a", "d"])  # string uids sort too
-    np.testing.assert_array_equal(rank_cluster(dist, uids, "hard"), [1, 2, 0, 3])
+    np.testing.assert_array_equal(rank_cluster(dist, ids, "hard"), [1, 2, 0, 3])
+    np.testing.assert_array_equal(rank_cluster(dist, ids, "easy"), [3, 0, 2, 1])
+    np.testing.assert_array_equal(rank_cluster(dist, ids, "hard", tie_break="id"), [2, 1, 0, 3])
+    np.testing.assert_array_equal(rank_cluster(dist, ids, "easy", tie_break="id"), [3, 0, 1, 2])
+    with pytest.raises(ValueError):
+        rank_cluster(dist, ids, tie_break="stable")
+    uids = np.array(["d", "a", "c", "b"])  # string uids sort too
+    np.testing.assert_array_equal(rank_cluster(dist, uids, "hard", tie_break="id"), [2, 1, 0, 3])
     clip = np.array([0.3, 0.9, 0.1, 0.5])  # rank by any signal: highest score first
     np.testing.assert_array_equal(rank_cluster(None, ids, key=clip), [1, 3, 0, 2])
     r1, r2 = (rank_cluster(dist, ids, "random", seed=7) for _ in range(2))
@@ -169,6 +171,14 @@ def test_rank_orders_and_tie_breaks():
     np.testing.assert_array_equal(rank_cluster(None, ids, key=missing), [3, 0, 2, 1])
     with pytest.raises(ValueError):
         rank_cluster(np.array([0.1, np.nan, 0, 0]), ids)
+
+
+def _reference_removals(M: np.ndarray, eps: float, strict: bool) -> np.ndarray:
+    """Meta's `M > 1 - eps` on a float32 torch tensor, or NeMo's `>= 1.0 - eps` as pyarrow
+    evaluates it on float32 scores (promoted to float64)."""
+    if strict:
+        return (torch.from_numpy(M) > 1 - eps).numpy()
+    return M.astype(np.float64) >= 1.0 - eps
 
 
 @pytest.mark.parametrize("strict", [True, False])
@@ -182,6 +192,7 @@ def test_eps_for_keep_fraction_keeps_at_least_q(strict):
         assert 0 < eps < 1
         kept = 1 - remove_mask(m, eps, strict=strict).mean()
         assert achieved == pytest.approx(kept)
+        assert kept == 1 - _reference_removals(m, eps, strict).mean()
         assert achieved >= q
         k = int(np.ceil(q * len(m)))  # the smallest achievable count ≥ qN, ties included
         assert achieved * len(m) == np.sum(m <= np.sort(m)[k - 1])
@@ -256,3 +267,81 @@ def test_singleton_cluster_is_never_removed():
     res = semdedup_cluster(_unit(1, 4), np.array([0.3]), np.array([7]), eps=0.5)
     assert res.max_sim.tolist() == [0.0] and res.max_id.tolist() == [7]
     assert res.remove.tolist() == [False]
+
+
+def _meta_removals(X: np.ndarray, dist: np.ndarray, order: str, eps: float) -> np.ndarray:
+    """Meta's code on one cluster: rows in dataset order, Python's stable `sorted` by distance
+    (descending, keep_hard), `easy` reverses the list, then `M > 1 - eps` in torch."""
+    ranked = [i for i, _ in sorted(enumerate(dist), key=lambda item: item[1], reverse=True)]
+    if order == "easy":
+        ranked = ranked[::-1]
+    reps = torch.tensor(X[ranked])
+    S = reps @ reps.T
+    S.fill_diagonal_(0.0)
+    scores = torch.max(torch.triu(S, diagonal=1), dim=0)[0]
+    remove = np.zeros(len(X), bool)
+    remove[ranked] = (scores > 1 - eps).numpy()
+    return remove
+
+
+def _nemo_removals(X: np.ndarray, dist: np.ndarray, ids: np.ndarray, order: str,
+                   eps: float) -> np.ndarray:
+    """NeMo Curator on one cluster: sort by (distance, id), both descending for hard and
+    ascending for easy, then `cosine_sim_score >= 1.0 - eps` as pyarrow compares (float64)."""
+    ranked = sorted(range(len(X)), key=lambda i: (dist[i], ids[i]), reverse=order == "hard")
+    x = X[ranked]
+    M = np.triu(x @ x.T, 1).max(0)
+    remove = np.zeros(len(X), bool)
+    remove[ranked] = M.astype(np.float64) >= 1.0 - eps
+    return remove
+
+
+@pytest.mark.parametrize("order", ["hard", "easy"])
+def test_tie_break_keeps_the_copy_each_reference_keeps(order):
+    """Four exact copies (rows 1-4, equal distances): `meta` keeps the first in dataset order
+    for hard and the last for easy (Meta's stable sort, then a reversed list); `id` keeps the
+    largest id for hard and the smallest for easy (NeMo's (distance, id) sort)."""
+    X = _unit(7, 8, seed=3)
+    X[1:5] = X[1]
+    dist = np.array([0.4, 0.3, 0.3, 0.3, 0.3, 0.1, 0.35], np.float32)
+    ids = np.array([50, 20, 5, 30, 10, 60, 70])
+    meta = semdedup_cluster(X, dist, ids, eps=0.01, order=order).remove
+    np.testing.assert_array_equal(meta, _meta_removals(X, dist, order, 0.01))
+    nemo = semdedup_cluster(X, dist, ids, eps=0.01, order=order, tie_break="id",
+                            strict=False).remove
+    np.testing.assert_array_equal(nemo, _nemo_removals(X, dist, ids, order, 0.01))
+    copies = np.arange(1, 5)
+    assert copies[~meta[1:5]].tolist() == ([1] if order == "hard" else [4])
+    assert ids[copies[~nemo[1:5]]].tolist() == ([30] if order == "hard" else [5])
+
+
+@pytest.mark.parametrize("eps", [0.05, 0.1, 0.3, 0.01, 0.07, 0.2])
+def test_each_rule_compares_at_its_reference_precision(eps):
+    """Scores exactly at float32(1−ε) and its neighbours. Meta (`M > 1 - eps` in torch) rounds
+    1−ε to float32; NeMo's `>=` runs in pyarrow, which promotes float32 scores to float64.
+    At ε = 0.05, 0.1, 0.3 float32(1−ε) < 1−ε, so NeMo keeps the score float32(1−ε)."""
+    t32 = np.float32(1 - eps)
+    M = np.array([0, np.nextafter(t32, np.float32(0)), t32, np.nextafter(t32, np.float32(2))],
+                 np.float32)
+    meta, nemo = _reference_removals(M, eps, True), _reference_removals(M, eps, False)
+    np.testing.assert_array_equal(remove_mask(M, eps), meta)
+    np.testing.assert_array_equal(remove_mask(M, eps, strict=False), nemo)
+    assert eps_sweep(M, [eps], strict=False)[0] == 1 - nemo.mean()
+    assert eps_sweep(M, [eps])[0] == 1 - meta.mean()
+    s = np.float32(np.sqrt(1 - np.float64(t32) ** 2))
+    pair = np.array([[1, 0], [t32, s]], np.float32)  # one pair with similarity float32(1−ε)
+    assert max_similarity(pair)[0][1] == t32
+    for rule in RULES:
+        res = semdedup_cluster(pair, np.array([0.2, 0.1]), np.arange(2), eps, rule=rule,
+                               strict=False)
+        assert res.remove.tolist() == [False, bool(nemo[2])], rule
+
+
+def test_thresholds_match_the_references_for_any_eps():
+    """Scores at float32(1−ε) and two floats either side, for 300 random ε."""
+    for eps in np.random.default_rng(0).uniform(0.001, 0.999, 300):
+        t32 = np.float32(1 - eps)
+        M = np.array([t32 + k * np.spacing(t32) for k in range(-2, 3)], np.float32)
+        for strict in (True, False):
+            np.testing.assert_array_equal(remove_mask(M, eps, strict=strict),
+                                          _reference_removals(M, eps, strict))

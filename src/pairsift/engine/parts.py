@@ -42,8 +42,10 @@ class Failure:
 
 def failure_of(exc: BaseException) -> Failure:
     """The reason code for an exception raised on one sample."""
-    if isinstance(exc, ImageDecodeError):
+    if type(exc) is ImageDecodeError:  # ingest decoded it: the file changed since
         return Failure(exc.reason, f"image changed since ingest: {exc.message}", exc)
+    if isinstance(exc, ImageDecodeError):  # a model's own per-image failure (ocr_failed)
+        return Failure(exc.reason, exc.message, exc)
     if isinstance(exc, FileNotFoundError):
         return Failure("missing_image", f"image file is gone: {exc.filename or exc}", exc)
     if isinstance(exc, OSError):

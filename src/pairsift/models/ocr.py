@@ -28,11 +28,23 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from ..io.images import ImageDecodeError
+
 if TYPE_CHECKING:
     from rapidocr import RapidOCR
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in image pixels, x1/y1 exclusive
 SPOTTERS = ("rapidocr", "tesseract")
+MAX_ASPECT = 8  # rapidocr's Global.width_height_ratio: it letterboxes wider images itself
+MAX_SIDE = 2000  # rapidocr's Global.max_side_len
+
+
+class OCRError(ImageDecodeError):
+    """The OCR engine failed on one image; map stages record it per sample and go on."""
+
+    def __init__(self, engine: str, size: tuple[int, int], exc: BaseException):
+        super().__init__("ocr_failed", f"{engine} failed on this {size[0]}×{size[1]} image: "
+                                       f"{type(exc).__name__}: {exc}")
 
 
 class Spotted(NamedTuple):
@@ -77,6 +89,61 @@ def _rapid_engine(threads: int, **params: object) -> RapidOCR:
     return RapidOCR(params={**base, **params})
 
 
+class _Canvas(NamedTuple):
+    """The array rapidocr is given for an image, and the map from its pixels back."""
+
+    rgb: np.ndarray
+    width: int  # the original image's size
+    height: int
+    scale: tuple[float, float]  # original pixels per canvas pixel, x and y
+    offset: tuple[int, int]  # padding left of and above the image on the canvas
+
+    def box(self, quad: np.ndarray | list) -> Box:
+        points = np.asarray(quad, np.float64).reshape(-1, 2)
+        return quad_to_box((points - self.offset) * self.scale, self.width, self.height)
+
+
+def _canvas(image: Image.Image) -> _Canvas:
+    """The image as rapidocr can take it, whatever its shape.
+
+    rapidocr fits the long side into 2000 px and lifts the short side to 30 px, rounding both
+    to multiples of 32: a side that rounds to 0 raises ResizeImgError (4000×10), and lifting a
+    short side stretches the long one (1999×3 is detected at 19968×4992: 15 GB, minutes). Tall
+    images are not letterboxed, so their detection input grows with the ratio (500×30000:
+    6 GB). An image beyond 8:1 either way is therefore fitted into 2000 px here and its short
+    side padded to 8:1 by repeating the edge pixels: rapidocr then detects it at most at
+    5888×736, like any 8:1 image. (Its own letterbox for wide images, black and to 4:1, halves
+    the detection scale and spoils text near the edge: 31 vs 45 of 63 strips read.) Other
+    images, empty ones too, pass unchanged.
+    """
+    rgb = image.convert("RGB")
+    width, height = rgb.size
+    if min(width, height) == 0 or max(width, height) <= MAX_ASPECT * min(width, height):
+        return _Canvas(np.asarray(rgb), width, height, (1.0, 1.0), (0, 0))
+    if max(width, height) > MAX_SIDE:
+        f = MAX_SIDE / max(width, height)
+        rgb = rgb.resize((max(1, round(width * f)), max(1, round(height * f))),
+                         Image.Resampling.BILINEAR)
+    w, h = rgb.size
+    left, top = _pad_to_ratio(w, h), _pad_to_ratio(h, w)
+    padded = np.pad(np.asarray(rgb), ((top, top), (left, left), (0, 0)), mode="edge")
+    return _Canvas(padded, width, height, (width / w, height / h), (left, top))
+
+
+def _pad_to_ratio(side: int, other: int) -> int:
+    """Padding on each end of ``side`` so that ``other`` is at most MAX_ASPECT times it."""
+    short_by = -(-other // MAX_ASPECT) - side
+    return max(0, -(-short_by // 2))
+
+
+def _run(engine: RapidOCR, canvas: _Canvas):
+    """One rapidocr call; whatever it raises becomes this image's :class:`OCRError`."""
+    try:
+        return engine(canvas.rgb)
+    except Exception as exc:
+        raise OCRError("rapidocr", (canvas.width, canvas.height), exc) from exc
+
+
 class RapidOCRSpotter:
     """rapidocr (PP-OCR via onnxruntime), words from its word boxes.
 
@@ -93,30 +160,28 @@ class RapidOCRSpotter:
                                                  "Global.text_score": min_confidence})
 
     def spot(self, image: Image.Image) -> list[Spotted]:
-        rgb = np.asarray(image.convert("RGB"))
-        out = self._engine(rgb)
+        canvas = _canvas(image)
+        out = _run(self._engine, canvas)
         if not getattr(out, "txts", None):
             return []
-        height, width = rgb.shape[:2]
         groups = [g for g in out.word_results if g]
         spotted = []
         for text, score, quad in zip(out.txts, out.scores, out.boxes, strict=True):
-            line = quad_to_box(quad, width, height)
-            words = _pop_group(groups, text, line, width, height)
+            line = canvas.box(quad)
+            words = _pop_group(groups, text, line, canvas)
             if words is None:
                 spotted.append(Spotted(text, line, float(score)))
                 continue
-            spotted += [Spotted(w, quad_to_box(q, width, height), float(s))
-                        for w, s, q in words if w.strip()]
+            spotted += [Spotted(w, canvas.box(q), float(s)) for w, s, q in words if w.strip()]
         return spotted
 
 
-def _pop_group(groups: list, text: str, line: Box, width: int, height: int) -> tuple | None:
+def _pop_group(groups: list, text: str, line: Box, canvas: _Canvas) -> tuple | None:
     """Remove and return the word group that spells ``text`` and lies inside ``line``."""
     for i, group in enumerate(groups):
         if "".join(w[0] for w in group).replace(" ", "") != text.replace(" ", ""):
             continue
-        x0, y0, x1, y1 = quad_to_box(group[0][2], width, height)
+        x0, y0, x1, y1 = canvas.box(group[0][2])
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
         if line[0] <= cx <= line[2] and line[1] <= cy <= line[3]:
             return groups.pop(i)
@@ -139,12 +204,11 @@ class RapidTextDetector:
             "Det.limit_side_len": max_side, "Det.box_thresh": box_thresh})
 
     def detect(self, image: Image.Image) -> list[Box]:
-        rgb = np.asarray(image.convert("RGB"))
-        boxes = getattr(self._engine(rgb), "boxes", None)
+        canvas = _canvas(image)
+        boxes = getattr(_run(self._engine, canvas), "boxes", None)
         if boxes is None:
             return []
-        height, width = rgb.shape[:2]
-        return [quad_to_box(q, width, height) for q in boxes]
+        return [canvas.box(q) for q in boxes]
 
 
 class TesseractSpotter:
@@ -170,9 +234,12 @@ class TesseractSpotter:
     def spot(self, image: Image.Image) -> list[Spotted]:
         buffer = io.BytesIO()
         image.convert("RGB").save(buffer, "PNG")
-        done = subprocess.run(self._command, input=buffer.getvalue(), capture_output=True,
-                              check=True, timeout=self._timeout,
-                              env={**os.environ, "OMP_THREAD_LIMIT": "1"})
+        try:
+            done = subprocess.run(self._command, input=buffer.getvalue(), capture_output=True,
+                                  check=True, timeout=self._timeout,
+                                  env={**os.environ, "OMP_THREAD_LIMIT": "1"})
+        except subprocess.SubprocessError as exc:  # a non-zero exit or the timeout
+            raise OCRError("tesseract", image.size, exc) from exc
         words = parse_tesseract_tsv(done.stdout.decode("utf-8", "replace"))
         return [w for w in words if w.confidence >= self._min_confidence]
 

@@ -179,7 +179,7 @@ def fairdedup_cluster(
     that differs from `X_ranked`'s, e.g. duplicates found in an image-only space and text
     prototypes compared in the joint image-text space.
     """
-    t = threshold(eps)
+    t = threshold(eps, strict)
     if labels is not None and relevance_gate is not None:
         raise ValueError("relevance_gate applies to prototypes, not labels")
     x = unit_rows(X_ranked, device)

@@ -37,16 +37,19 @@ torch = lazy("torch")
 
 COTR_MODES = ("caption", "iou")
 
-# English function words. A caption and a page of printed text share "on" or "the" by
+# English function words: articles, pronouns, auxiliaries, conjunctions and the prepositions
+# that only relate other words. A caption and a page of printed text share "on" or "the" by
 # chance; counting that as parroting would flag nearly every image with a sentence in it.
-# Content words that are common on images ("only", "free", "open", "home") are not here.
+# Words that mean something on a sign stay out even where grammar calls them function words:
+# "just" (JUST DO IT), "up" (LOOK UP), "out" (WAY OUT), "off", "no", "now", "before", "after".
 _FUNCTION_WORDS = """
-a an the and or but nor so yet if then than as of on in at to for from by with without into
-onto over under up down out off about above below between through during before after
-against among is are was were be been being am do does did has have had having it its
-this that these those there here i me my mine you your yours he him his she her hers we us
-our ours they them their theirs what which who whom whose when where why how all any both
-each few more most other some such no not own same too very can will just should now s t
+a an the
+i me my mine you your yours he him his she her hers it its we us our ours they them their
+theirs this that these those who whom whose which what
+am is are was were be been being do does did has have had having can could will would shall
+should may might must
+and or but nor so yet if than as because while whether
+of on in at to for from by with into onto about between through during against among via per
 """
 STOPWORDS = frozenset(_FUNCTION_WORDS.split())
 
@@ -57,11 +60,13 @@ def co_embedded(caption: str | None, ocr_words: Sequence[str], *, fuzzy: float =
 
     A caption token matches an OCR token that is equal, within normalised edit distance
     ``fuzzy`` (0: exact, the default), or a piece of an OCR token made wholly of caption
-    tokens (OCR often drops the space between words: "FREELIMITED"). Stop-words and one-letter
-    tokens never match. Caption order is kept.
+    tokens (OCR often drops the space between words: "FREELIMITED"). Caption order is kept.
+    Stop-words never match, and while a stop list is in force neither do one-character tokens
+    (a stray glyph, a bullet or the "s" of "it's" matches by chance); with an empty list
+    (``--no-stopwords``) every caption token can match, docs/algorithms.md §4.2's literal rule.
     """
     candidates = [t for t in dict.fromkeys(tokens(caption or ""))
-                  if len(t) > 1 and t not in stopwords]
+                  if t not in stopwords and (len(t) > 1 or not stopwords)]
     ocr = list(dict.fromkeys(tokens(" ".join(ocr_words))))
     matched = {t: t for t in candidates if t in ocr}
     vocabulary = set(candidates)

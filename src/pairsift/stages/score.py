@@ -3,7 +3,7 @@ docs/algorithms.md §5.1)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -13,6 +13,8 @@ from ..params import Param
 from ..stage import DecideStage, Decisions, MapStage, PartOutput, fail, register
 
 SIGNAL = "clip_score"
+NanPolicy = Literal["exclude", "datacomp"]
+NAN_POLICIES = ("exclude", "datacomp")
 
 
 def clip_scores(images: np.ndarray, texts: np.ndarray) -> np.ndarray:
@@ -31,28 +33,40 @@ def clip_scores(images: np.ndarray, texts: np.ndarray) -> np.ndarray:
     return scores.astype(np.float32)
 
 
-def fraction_threshold(scores: np.ndarray, fraction: float) -> float:
+def fraction_threshold(scores: np.ndarray, fraction: float,
+                       nan_policy: NanPolicy = "exclude") -> float:
     """DataComp's top-fraction threshold: the (int(N·fraction)+1)-th largest score.
 
     Keeping ``score >= threshold`` then keeps at least ``int(N·fraction)+1`` samples (ties add
-    more), exactly as ``baselines/apply_filter.py`` does. ``fraction == 1`` keeps everything,
-    where DataComp's code would index past the end.
+    more), exactly as ``baselines/apply_filter.py`` does. ``nan_policy`` sets N when some
+    samples have no score (NaN): ``"exclude"`` (default) counts the scored samples only, so the
+    fraction is of the pairs that can be judged; ``"datacomp"`` counts every sample, as
+    DataComp's ``-np.sort(-scores)[int(N·fraction)]`` does (NumPy sorts NaN last, so they rank
+    below every score yet count in N): a lower cut that keeps the fraction of the whole pool.
+    Where DataComp's index reaches the NaNs or runs past the end (``fraction == 1``) its cut is
+    NaN or an IndexError; here every scored sample is kept.
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+    scores = np.asarray(scores)
     valid = np.sort(scores[~np.isnan(scores)])[::-1]
     if valid.size == 0:
         return float("inf")
-    n = int(valid.size * fraction)
+    n = int((valid.size if nan_policy == "exclude" else scores.size) * fraction)
     return float(valid[min(n, valid.size - 1)])
 
 
 def resolve_threshold(scores: np.ndarray, *, threshold: float | None = None,
-                      fraction: float | None = None) -> float:
+                      fraction: float | None = None,
+                      nan_policy: NanPolicy = "exclude") -> float:
     """The cut for a fixed threshold or for DataComp's top fraction (exactly one is given)."""
     if (threshold is None) == (fraction is None):
         raise ValueError("give exactly one of threshold and top fraction")
-    return threshold if threshold is not None else fraction_threshold(scores, fraction)
+    if threshold is not None:
+        return threshold
+    return fraction_threshold(scores, fraction, nan_policy)
 
 
 def clip_score_decisions(scores: np.ndarray, cut: float, *,
@@ -95,6 +109,10 @@ class FilterClipScore(DecideStage):
         Param("threshold", float, None, "Keep score >= T (LAION: 0.28 with OpenAI ViT-B/32)."),
         Param("keep_fraction", float, None, "Keep the top fraction F, as DataComp (e.g. 0.3).",
               low=0, high=1, closed="right", aliases=("top",)),
+        Param("nan_policy", str, "exclude", "With keep_fraction, samples without a score: "
+                                            "exclude (F of the scored ones) or datacomp "
+                                            "(counted in N, as DataComp's code).",
+              choices=NAN_POLICIES),
     )
 
     def check(self) -> None:
@@ -105,7 +123,7 @@ class FilterClipScore(DecideStage):
     def prepare(self, data: Collection) -> float:
         scores = data.values("score", SIGNAL)
         return resolve_threshold(scores, threshold=self["threshold"],
-                                 fraction=self["keep_fraction"])
+                                 fraction=self["keep_fraction"], nan_policy=self["nan_policy"])
 
     def decide(self, part: PartData, cut: float) -> Decisions:
         return clip_score_decisions(part.values("score", SIGNAL), cut,

@@ -29,18 +29,29 @@ from .keep import earlier_dedup, excluded, keep_rank
 torch = lazy("torch")  # imported on first use: the CLI starts without torch
 
 Order = Literal["hard", "easy", "random"]
-TieBreak = Literal["id", "stable"]
+TieBreak = Literal["meta", "id"]
 Rule = Literal["semdedup_code", "greedy_kept", "components"]
 RULES = ("semdedup_code", "greedy_kept", "components")
 DEFAULT_BLOCK = 1024
 MIN_BLOCK = 128  # narrower products waste more in call overhead than they save in flops
 
 
-def threshold(eps: float) -> np.float32:
-    """Similarity threshold `1 − ε` in float32, the precision the scores are compared in."""
+def threshold(eps: float, strict: bool = True) -> np.float32:
+    """The float32 cut `t` that float32 scores are compared with: `M > t` or `M >= t`.
+
+    Each reference compares at its own precision. Meta's `M > 1 - eps` runs in torch, which
+    rounds 1 − ε to float32, so strict uses float32(1 − ε). NeMo Curator filters the stored
+    scores with pyarrow (`cosine_sim_score >= 1.0 - eps`), which promotes them to float64:
+    `M >= 1 − ε` exactly. For float32 M that equals `M >= t` with t the smallest float32 not
+    below 1 − ε, so both rules stay float32 comparisons (no float64 copy of a block).
+    """
     if not 0.0 < float(eps) < 1.0:
         raise ValueError(f"eps must satisfy 0 < eps < 1, got {eps}")
-    return np.float32(1.0 - float(eps))
+    exact = 1.0 - float(eps)
+    t = np.float32(exact)
+    if not strict and float(t) < exact:
+        t = np.nextafter(t, np.float32(np.inf))
+    return t
 
 
 def _over(values: np.ndarray | torch.Tensor, t: np.float32, strict: bool):
@@ -55,7 +66,7 @@ def rank_cluster(
     *,
     seed: int = 1234,
     key: np.ndarray | None = None,
-    tie_break: TieBreak = "id",
+    tie_break: TieBreak = "meta",
 ) -> np.ndarray:
     """Permutation (int64) listing the cluster's rows from first- to last-ranked.
 
@@ -64,10 +75,11 @@ def rank_cluster(
     `key` replaces `dist` as the sort column, so `hard` then means "largest key first"
     (e.g. `key=clip_score` keeps the best-aligned pair).
 
-    Ties: `tie_break="id"` (default) sorts by (value, id) both in the order's direction, as
-    NeMo does (§2.3); the result then does not depend on the order rows arrive in, which
-    differs between engines. `"stable"` is Meta's behaviour: ties keep input order for `hard`
-    and are reversed for `easy` (§1.2 steps 3-4).
+    Ties (e.g. exact copies) decide which copy survives. `tie_break="meta"` (default) is
+    Meta's code: a stable sort by distance, descending, so tied rows keep the order they
+    arrive in (the caller passes dataset order); `easy` reverses that whole list, ties
+    included (§1.2 steps 3-4). `"id"` is NeMo's: sort by (distance, id) both descending for
+    `hard`, both ascending for `easy` (§2.3), independent of the row order.
     """
     ids = np.asarray(ids)
     n = len(ids)
@@ -78,13 +90,13 @@ def rank_cluster(
     value = np.asarray(key if key is not None else dist, dtype=np.float64)
     if value.shape != (n,) or np.isnan(value).any():
         raise ValueError("need one ranking value per id, none NaN (±inf ranks last/first)")
-    if tie_break == "id":
-        up = np.lexsort((ids, value))
-    elif tie_break == "stable":
-        up = np.argsort(-value, kind="stable")[::-1]
+    if tie_break == "meta":
+        hard = np.argsort(-value, kind="stable")
+    elif tie_break == "id":
+        hard = np.lexsort((ids, value))[::-1]
     else:
-        raise ValueError(f"tie_break must be 'id' or 'stable', got {tie_break!r}")
-    return (up[::-1] if order == "hard" else up).astype(np.int64)
+        raise ValueError(f"tie_break must be 'meta' or 'id', got {tie_break!r}")
+    return (hard if order == "hard" else hard[::-1]).astype(np.int64)
 
 
 def effective_block(n: int, block: int = DEFAULT_BLOCK) -> int:
@@ -206,7 +218,7 @@ def remove_mask(
     graph. The last two need the ranked unit rows `X` and one blocked pass over the columns
     with M[j] over threshold (only those can have an earlier neighbour).
     """
-    t = threshold(eps)
+    t = threshold(eps, strict)
     cand = np.asarray(_over(np.asarray(max_sim), t, strict))
     if rule == "semdedup_code":
         return cand
@@ -225,7 +237,7 @@ def eps_sweep(max_sim: np.ndarray, eps_values, *, strict: bool = True) -> np.nda
     Pass the scores of every item in the collection (singletons have M = 0).
     """
     m = np.sort(np.asarray(max_sim, dtype=np.float32))
-    ts = np.array([threshold(e) for e in np.atleast_1d(eps_values)], dtype=np.float32)
+    ts = np.array([threshold(e, strict) for e in np.atleast_1d(eps_values)], dtype=np.float32)
     kept = np.searchsorted(m, ts, side="right" if strict else "left")
     return kept / max(len(m), 1)
 
@@ -267,7 +279,7 @@ def semdedup_cluster(
     eps: float | None = None,
     *,
     order: Order = "hard",
-    tie_break: TieBreak = "id",
+    tie_break: TieBreak = "meta",
     seed: int = 1234,
     key: np.ndarray | None = None,
     rule: Rule = "semdedup_code",
@@ -339,7 +351,7 @@ class ClusterDedup(GlobalStage):
         """The cluster's rows, first-ranked (preferred) first."""
         dist = data.values("cluster", "dist_to_centroid")
         key = self.rank_key(data)
-        order, tie_break = self["order"], self.options.get("tie_break", "id")
+        order, tie_break = self["order"], self.options.get("tie_break", "meta")
         if order == "quality":
             order = "hard"
         return idx[rank_cluster(dist[idx], idx, order,
@@ -379,8 +391,9 @@ class DedupSemantic(ClusterDedup):
         Param("rule", str, "semdedup_code", "Which items of a duplicate group drop.",
               choices=RULES),
         Param("strict", bool, True, "'>' like Meta's code (--no-strict: '>=' like NeMo)."),
-        Param("tie_break", str, "id", "Ties in the ranking: id (NeMo) or stable (Meta).",
-              choices=("id", "stable")),
+        Param("tie_break", str, "meta", "Ranking of exact copies: meta (Meta's stable sort, "
+                                        "dataset order) or id (NeMo Curator's, by id).",
+              choices=("meta", "id")),
         Param("block", int, DEFAULT_BLOCK, "Columns per similarity block.", low=1,
               runtime=True),
         Param("device", str, "cpu", "cpu | cuda", runtime=True),
