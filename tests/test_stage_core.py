@@ -197,6 +197,12 @@ def test_a_deleted_image_is_an_error_and_left_out_downstream(tmp_path, demo_corp
     exact = pairsift.dedup_exact(ws_dir, progress=False)
     assert exact.kept + exact.dropped == ws.num_samples()
     assert {e["reason"] for e in ws.errors("hashes").to_pylist()} == {"missing_image"}
+    for stage in ("dedup-exact", "dedup-semantic"):
+        pairsift.undo(ws_dir, stage)  # the missing image is kept: an export must skip it
+    for out, format in ((tmp_path / "wds", "webdataset"), (tmp_path / "t.csv", "openclip-csv")):
+        exported = pairsift.export(ws_dir, out, format=format)
+        assert exported.left_out == {"missing_image": 1}, format
+        assert exported.exported == ws.num_samples() - 1
 
 
 # -- recipes --------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from ..engine.parts import failure_of
 from ..errors import ConfigError
 from ..io.sources import ImageBytesReader
 from ..io.writers import (
@@ -68,15 +70,24 @@ def _signal_columns(table: pa.Table) -> list[str]:
     return [c for c in table.column_names if c not in PART_SCHEMA.names]
 
 
-def _samples(ws: Workspace, need_bytes_for_files: bool) -> Iterator[ExportSample]:
+def _samples(ws: Workspace, need_bytes_for_files: bool,
+             unreadable: Counter) -> Iterator[ExportSample]:
+    """Kept samples with what the writers need; an image that can no longer be read (its file
+    deleted or changed since ingest) is counted in ``unreadable`` by reason and left out."""
     with ImageBytesReader(ws.image_columns()) as reader:
         for table in kept_parts(ws):
             signals = _signal_columns(table)
             for row in table.to_pylist():
                 is_file = row["container"] == "file"
+                try:
+                    image = reader.read(row) if need_bytes_for_files or not is_file else None
+                    if is_file and image is None and not os.path.isfile(row["shard"]):
+                        raise FileNotFoundError(row["shard"])
+                except (OSError, ValueError) as exc:
+                    unreadable[failure_of(exc).reason] += 1
+                    continue
                 yield ExportSample(
-                    uid=row["uid"], key=row["key"], caption=row["caption"],
-                    image=reader.read(row) if need_bytes_for_files or not is_file else None,
+                    uid=row["uid"], key=row["key"], caption=row["caption"], image=image,
                     format=row["format"],
                     meta={"uid": row["uid"], "key": row["key"], "source": row["source"],
                           **{s: row[s] for s in signals}},
@@ -122,9 +133,10 @@ def kept_uid_codes(ws: Workspace) -> np.ndarray:
 def _export_webdataset(ws: Workspace, out: Path, record: dict, shard_size: int,
                        overwrite: bool) -> ExportSummary:
     _check_folder(out, "webdataset", overwrite, ws)
+    unreadable: Counter = Counter()
     with _replacing(out) as tmp:
-        count = sum(write_webdataset(_samples(ws, True), tmp, shard_size).values())
-        summary = _summary(ws, "webdataset", out, count)
+        count = sum(write_webdataset(_samples(ws, True, unreadable), tmp, shard_size).values())
+        summary = _summary(ws, "webdataset", out, count, unreadable)
         _write_marker(tmp, record, summary)
     return summary
 
@@ -134,7 +146,10 @@ def _export_openclip_csv(ws: Workspace, out: Path, record: dict,
     images = out.with_name(f"{out.stem}_images")
     _check_folder(images, "openclip-csv", overwrite, ws)
     with _replacing(images) as tmp_images, _replacing(out) as tmp:
-        count, left_out = write_openclip_csv(_samples(ws, False), tmp, tmp_images, images)
+        unreadable: Counter = Counter()
+        count, left_out = write_openclip_csv(_samples(ws, False, unreadable), tmp, tmp_images,
+                                             images)
+        left_out = Counter(left_out) + unreadable
         summary = _summary(ws, "openclip-csv", out, count, left_out)
         _write_marker(tmp_images, record, summary)
     return summary
