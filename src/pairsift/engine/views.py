@@ -183,9 +183,16 @@ class Collection(_Reads):
         def read(part: int) -> np.ndarray:
             from ..models import model_slug
 
-            rows = np.asarray(self.ws.embeddings(model_slug(self.model), space, part),
-                              np.float32)
-            norms = np.linalg.norm(rows, axis=1)
-            return np.isfinite(norms) & (norms > 0)
+            return embedded_rows(self.ws.embeddings(model_slug(self.model), space, part))
 
         return self._cached(("has_embedding", space), lambda: self._concat(read, bool))
+
+
+def embedded_rows(rows: np.ndarray, chunk: int = 16_384) -> np.ndarray:
+    """Bool per row: a finite, non-zero embedding (a failed sample is stored as zeros).
+    Memory-mapped rows are read in chunks, never copied whole."""
+    out = np.empty(len(rows), bool)
+    for start in range(0, len(rows), chunk):
+        norms = np.linalg.norm(np.asarray(rows[start:start + chunk], np.float32), axis=1)
+        out[start:start + chunk] = np.isfinite(norms) & (norms > 0)
+    return out

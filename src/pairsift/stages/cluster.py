@@ -15,7 +15,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from ..engine.views import Collection
+from ..engine.views import Collection, embedded_rows
 from ..errors import WorkspaceError
 from ..lazy import lazy
 from ..params import Param
@@ -257,13 +257,12 @@ class Cluster(GlobalStage):
 
     def part_output(self, data: Collection, state: dict[str, Any], part: int) -> PartOutput:
         X = data.part(part).embeddings(data.inputs["space"])
-        norms = np.linalg.norm(np.asarray(X, np.float32), axis=1)
-        valid = np.isfinite(norms) & (norms > 0)
+        valid = embedded_rows(X)
         labels = np.full(len(X), -1, np.int32)
         dist = np.full(len(X), np.nan, np.float32)
         if valid.any():
-            labels[valid], dist[valid] = state["model"].assign(np.asarray(X)[valid],
-                                                                device=self["device"])
+            rows = X if valid.all() else np.asarray(X)[valid]  # a memmap is read in chunks
+            labels[valid], dist[valid] = state["model"].assign(rows, device=self["device"])
         state["sizes"] += np.bincount(labels[valid], minlength=state["model"].k)
         state["missing"] += int((~valid).sum())
         return PartOutput(signals=pa.table({"cluster": labels, "dist_to_centroid": dist}))

@@ -17,20 +17,24 @@ NanPolicy = Literal["exclude", "datacomp"]
 NAN_POLICIES = ("exclude", "datacomp")
 
 
-def clip_scores(images: np.ndarray, texts: np.ndarray) -> np.ndarray:
+def clip_scores(images: np.ndarray, texts: np.ndarray, chunk: int = 16_384) -> np.ndarray:
     """Row-wise cosine of image and caption embeddings, float32; NaN where either is zero.
 
     Stored embeddings are L2-normalised (float16), so re-normalise in float32 to undo the
-    rounding before the dot product.
+    rounding before the dot product. Rows go in chunks: memory-mapped parts are never copied
+    whole.
     """
-    img = np.asarray(images, np.float32)
-    txt = np.asarray(texts, np.float32)
-    img_norm = np.linalg.norm(img, axis=1)
-    txt_norm = np.linalg.norm(txt, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scores = np.einsum("ij,ij->i", img, txt) / (img_norm * txt_norm)
-    scores[(img_norm == 0) | (txt_norm == 0)] = np.nan
-    return scores.astype(np.float32)
+    out = np.empty(len(images), np.float32)
+    for start in range(0, len(images), chunk):
+        img = np.asarray(images[start:start + chunk], np.float32)
+        txt = np.asarray(texts[start:start + chunk], np.float32)
+        img_norm = np.linalg.norm(img, axis=1)
+        txt_norm = np.linalg.norm(txt, axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scores = np.einsum("ij,ij->i", img, txt) / (img_norm * txt_norm)
+        scores[(img_norm == 0) | (txt_norm == 0)] = np.nan
+        out[start:start + chunk] = scores
+    return out
 
 
 def fraction_threshold(scores: np.ndarray, fraction: float,
