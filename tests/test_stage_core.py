@@ -287,3 +287,14 @@ def test_undo_removes_a_stage_from_exports_and_the_report(workspace_copy):
     assert ws.decision_stages() == [] and ws.num_dropped() == 0
     manifest = json.loads((workspace_copy / "pairsift.json").read_text())
     assert "filter-clip-score" not in manifest["current"]
+
+
+def test_export_decides_parts_added_since_the_decisions(workspace_copy, tmp_path, demo_corpus):
+    first = pairsift.dedup_exact(workspace_copy, progress=False)
+    extra = _extra_source(tmp_path, demo_corpus, "copies", 5)  # byte copies of kept images
+    pairsift.ingest(extra, workspace_copy, captions=extra / "captions.csv", name="copies",
+                    progress=False)
+    out = pairsift.export(workspace_copy, tmp_path / "uids.npy", format="datacomp-uids")
+    ws = Workspace.open(workspace_copy)
+    assert ws.run_record("dedup-exact")["run"] != first.run  # decided again, new part included
+    assert out.exported == ws.num_samples() - ws.num_dropped() == first.kept

@@ -509,11 +509,17 @@ class Workspace:
         return pq.read_table(path, columns=columns)
 
     def dropped(self, part: int, stages: list[str] | None = None) -> np.ndarray:
-        """Bool per row of the part: some current decision (of ``stages``) drops it."""
+        """Bool per row of the part: some current decision (of ``stages``) drops it.
+
+        A part added after a stage ran has no decision of it yet: nothing there is dropped
+        by that stage until it runs again (``export`` runs it again first).
+        """
         mask = np.zeros(self.part_rows(part), bool)
         for stage in self.decision_stages() if stages is None else stages:
-            verdict = self.part_decisions(part, stage, ["verdict"]).column("verdict")
-            mask |= pc.equal(verdict, "drop").to_numpy(zero_copy_only=False)
+            path = self.decision_path(stage, self.current_run(stage), part)
+            if path.exists():
+                verdict = pq.read_table(path, columns=["verdict"]).column("verdict")
+                mask |= pc.equal(verdict, "drop").to_numpy(zero_copy_only=False)
         return mask
 
     def num_dropped(self) -> int:

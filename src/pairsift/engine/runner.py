@@ -96,12 +96,21 @@ def _refresh_upstream(ws: Workspace, stage: Stage, *, engine: str, progress: boo
     if stage.reads_embeddings:
         _refresh_embeddings(ws, stage.options.get("model"), engine=engine, progress=progress)
     required, optional = stage.dependencies()
-    for name in (*required, *optional):
+    for name in required:
+        auto = get_stage(name)
+        if ws.current_run(name) is None and auto.auto:
+            run_stage(auto(**_runtime(stage, auto)), ws, engine=engine, progress=progress)
+    bring_up_to_date(ws, [*required, *optional], engine=engine, progress=progress)
+
+
+def bring_up_to_date(ws: Workspace, stages: list[str], *, engine: str = "local",
+                     progress: bool = True) -> None:
+    """Run again, with their recorded options, those of ``stages`` whose current run no
+    longer matches the workspace (more parts, another upstream run). Exports call this, so
+    an export never misses the decisions of parts added since a stage ran."""
+    for name in stages:
         record = ws.run_record(name) if ws.current_run(name) else None
         if record is None:
-            auto = get_stage(name)
-            if name in required and auto.auto:
-                run_stage(auto(**_runtime(stage, auto)), ws, engine=engine, progress=progress)
             continue
         upstream = get_stage(name)(**record["options"])
         if _stale(ws, upstream, record):

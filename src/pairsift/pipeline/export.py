@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..engine.parts import failure_of
+from ..engine.runner import bring_up_to_date
 from ..errors import ConfigError
 from ..io.sources import ImageBytesReader
 from ..io.writers import (
@@ -108,6 +109,8 @@ def export(workspace: str | Path, out: str | Path, *, format: str = "webdataset"
     if format not in FORMATS:
         raise ConfigError(f"unknown export format {format!r}; choose one of {FORMATS}")
     ws = Workspace.open(workspace)
+    bring_up_to_date(ws, ws.decision_stages())  # parts added since a stage decided
+    ws.refresh()
     out = Path(out).absolute()
     record = {"format": format, "workspace": str(ws.root), "decisions": decisions_digest(ws)}
     if format == "webdataset":

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from PIL import Image
 
 from ..errors import ConfigError
@@ -89,7 +90,10 @@ class Decisions:
             for part in self.ws.part_ids():
                 mask = np.zeros(self.ws.part_rows(part), np.uint64)
                 for stage in stages:
-                    table = self.ws.part_decisions(part, stage, ["verdict", "reason"])
+                    path = self.ws.decision_path(stage, self.ws.current_run(stage), part)
+                    if not path.exists():  # a part added since the stage ran: undecided
+                        continue
+                    table = pq.read_table(path, columns=["verdict", "reason"])
                     drop = pc.equal(table.column("verdict"), "drop").to_numpy(
                         zero_copy_only=False)
                     for reason in pc.unique(table.column("reason").filter(drop)).to_pylist():
