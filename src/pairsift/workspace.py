@@ -452,9 +452,10 @@ class Workspace:
         return self.root / "tasks" / stage / run
 
     def record_recipe(self, text: str, digest: str) -> None:
+        """Record a recipe run (the same recipe again moves to the end: the latest last)."""
         with self.update() as manifest:
-            manifest.setdefault("recipes", []).append(
-                {"hash": digest, "text": text, "started": _now()})
+            recipes = [r for r in manifest.setdefault("recipes", []) if r["hash"] != digest]
+            manifest["recipes"] = [*recipes, {"hash": digest, "text": text, "started": _now()}]
 
     def recipes(self) -> list[dict[str, Any]]:
         return self._manifest.get("recipes", [])
