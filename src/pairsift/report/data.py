@@ -114,12 +114,13 @@ class ReportData:
 
         Reasons come in order of first appearance, then most common first (a stable sort).
         """
-        masks, counts, decided = [], {}, 0
+        dropped, counts, decided = np.zeros(self.n, bool), {}, 0
         for k, part in enumerate(self.part_ids):
             table = self.ws.part_decisions(part, stage, ["verdict", "reason"])
             verdict = table.column("verdict")
-            masks.append(pc.fill_null(pc.equal(verdict, "drop"), False).to_numpy(
-                zero_copy_only=False))
+            start = int(self.starts[k])
+            dropped[start:start + table.num_rows] = pc.fill_null(
+                pc.equal(verdict, "drop"), False).to_numpy(zero_copy_only=False)
             decided += table.num_rows
             groups = table.filter(pc.not_equal(verdict, "keep")).group_by(
                 ["verdict", "reason"], use_threads=False).aggregate([([], "count_all")])
@@ -128,7 +129,6 @@ class ReportData:
                                              np.zeros(len(self.part_ids), np.int64))
                 per_part[k] = group["count_all"]
         ranked = sorted(counts.items(), key=lambda item: -int(item[1].sum()))
-        dropped = np.concatenate(masks) if masks else np.zeros(0, bool)
         return StageDecisions(dropped, dict(ranked), decided)
 
     def dropped(self, stage: str) -> np.ndarray:
@@ -141,9 +141,9 @@ class ReportData:
             mask |= self.dropped(stage)
         return mask
 
-    def not_kept(self, stage: str, picks: dict[Reason, np.ndarray]
-                 ) -> dict[Reason, tuple[np.ndarray, list[str | None]]]:
-        """Row index and evidence of chosen samples: ``picks`` gives, per (verdict, reason),
+    def picked(self, stage: str, picks: dict[Reason, np.ndarray]
+               ) -> dict[Reason, tuple[np.ndarray, list[str | None]]]:
+        """Row index and evidence of picked samples: ``picks`` gives, per (verdict, reason),
         ranks among the samples with that verdict and reason (sorted, in row order).
 
         Only the parts holding a chosen sample are read, each once.

@@ -265,8 +265,8 @@ def gallery(stage: str, ctx: Context) -> Section:
     """
     data = ctx.data
     reasons = {key: int(per_part.sum()) for key, per_part in data.decisions(stage).reasons.items()}
-    chosen = data.not_kept(stage, {key: _pick(n, ctx.max_thumbnails)
-                                   for key, n in reasons.items()})
+    chosen = data.picked(stage, {key: _pick(n, ctx.max_thumbnails)
+                                 for key, n in reasons.items()})
     proofs = {key: [json.loads(e or "{}") for e in evidence]
               for key, (_, evidence) in chosen.items()}
     originals = data.find(str(p.get("of", "")) for key in reasons for p in proofs[key])
