@@ -5,7 +5,8 @@ samples go through score, filter-clip-score, dedup-exact, cluster and dedup-sema
 their reports are rendered in a fresh process that measures the peak of what Python and numpy
 allocate (tracemalloc) and of what Arrow allocates (its memory pool). The difference between
 the two sizes, per added sample, is what the report costs a sample; fixed costs (plots,
-imports, one part at a time) cancel out.
+imports, one part at a time) cancel out. The chunked and float32 computations that keep it
+small give exactly what numpy gives on the whole float64 array.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import pairsift
+from pairsift.report import sections
 from pairsift.synth.tiled import tiled_workspace
 
 PART = 20_000
@@ -96,3 +99,25 @@ def test_large_report_has_every_section_and_full_galleries(measured):
         assert section.count("<figure") >= 12, stage
     duplicates = page.split('id="gallery-dedup-exact"')[1].split("</section>")[0]
     assert duplicates.count('class="card pair"') == 12  # each beside the sample it copies
+
+
+# -- what the columnar reads compute is what whole-array numpy computes ----------------------
+def test_borderline_search_by_chunks_matches_one_stable_sort(monkeypatch):
+    rng = np.random.default_rng(3)
+    values = rng.choice([0.1, 0.2, 0.25, 0.3, np.nan, np.inf], 500).astype(np.float32)
+    values[::7] = rng.random(len(values[::7]))
+    monkeypatch.setattr(sections, "CHUNK", 16)  # many chunks, ties across them
+    for drops in ("below", "above"):
+        got = sections._nearest(values, 0.25, drops, 9)
+        for side, found in zip(sections._sides(values.astype(np.float64), 0.25, drops), got,
+                               strict=True):
+            candidates = np.flatnonzero(side & np.isfinite(values))
+            distance = np.abs(values[candidates].astype(np.float64) - 0.25)
+            assert found.tolist() == candidates[np.argsort(distance, kind="stable")[:9]].tolist()
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 1000, 1001])
+def test_min_median_max_are_numpys_float64_percentiles(n):
+    values = (np.random.default_rng(n).standard_normal(n) * 1e3).astype(np.float32)
+    expected = np.percentile(values.astype(np.float64), [0, 50, 100]).tolist()
+    assert list(sections._min_median_max(values.copy())) == expected
