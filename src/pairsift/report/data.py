@@ -4,7 +4,8 @@ Every readable sample has a row index (parts in order, rows in part order). Deci
 signals are stored per part with rows aligned with the part's, so "dropped by stage" masks
 (1 byte a sample) and signal columns (4 bytes a sample for float32) are concatenations of
 per-part arrays, and sections combine them without joins. Nothing holds a value per sample
-for the whole collection beyond those arrays: drop reasons are counted part by part, the
+for the whole collection beyond such arrays (and a 4-byte subgroup code for the fairness
+table): drop reasons are counted part by part, the
 samples a gallery shows are located from those counts, and only their rows, evidence and
 duplicates are read. Uids are never gathered: a uid is found by scanning one part's uid
 column at a time.
