@@ -84,11 +84,11 @@ class LocalEngine:
     def map(self, ws: Workspace, stage: MapStage, run: str, inputs: dict[str, Any],
             progress: bool) -> StageSummary:
         columns = _map_columns(stage)
-        views = [PartData(ws, stage.name, run, inputs, p, columns) for p in ws.part_ids()]
-        todo = [v for v in views if not stage.part_done(v)]
+        parts = ws.part_ids()
+        todo = [p for p in parts if not stage.part_done(PartData(ws, stage.name, run, inputs, p))]
         summary = StageSummary(stage.name, run, parts_done=len(todo),
-                               parts_skipped=len(views) - len(todo),
-                               samples=sum(v.num_rows for v in todo))
+                               parts_skipped=len(parts) - len(todo),
+                               samples=sum(ws.part_rows(p) for p in todo))
         if todo:
             stage.setup(inputs)
         with ExitStack() as stack:
@@ -96,11 +96,12 @@ class LocalEngine:
                     if stage.per_sample else None)
             advance = stack.enter_context(progress_bar(stage.name, summary.samples,
                                                        enabled=progress))
-            for view in todo:
+            for part in todo:  # one part's rows in memory at a time
+                view = PartData(ws, stage.name, run, inputs, part, columns)
                 output, failures = process_part(stage, view, image_columns=ws.image_columns(),
                                                 pool=pool, advance=advance)
                 errors = error_table(stage.name, view, failures)
-                write_output(ws, stage.name, run, view.part, view.uids, output, errors,
+                write_output(ws, stage.name, run, part, view.uids, output, errors,
                              output.embeddings_model)
                 summary.failed += errors.num_rows
         summary.details = stage.summarize(Collection(ws, stage.name, run, inputs))

@@ -143,23 +143,23 @@ class Collection(_Reads):
         return out
 
     def values(self, stage: str, column: str, dtype: Any = np.float32) -> np.ndarray:
-        """A numeric signal column of ``stage`` over every row (nulls become NaN)."""
+        """A numeric signal column of ``stage`` over every row (nulls become NaN), kept for
+        the run's next reads; :meth:`read_values` reads without keeping."""
+        return self._cached(("signal", stage, column, np.dtype(dtype).str),
+                            lambda: self.read_values(stage, column, dtype))
 
+    def read_values(self, stage: str, column: str, dtype: Any = np.float32) -> np.ndarray:
         def read(part: int) -> np.ndarray:
             values = self._signal_table(stage, part, [column]).column(column)
             return values.to_numpy(zero_copy_only=False)
 
-        return self._cached(("signal", stage, column, np.dtype(dtype).str),
-                            lambda: self._concat(read, dtype))
+        return self._concat(read, dtype)
 
-    def part_values(self, column: str, dtype: Any) -> np.ndarray:
-        """A numeric part column (width, height...) over every row."""
-
-        def read(part: int) -> np.ndarray:
-            return self.ws.read_part(part, [column]).column(column).to_numpy(
-                zero_copy_only=False)
-
-        return self._cached(("part", column), lambda: self._concat(read, dtype))
+    def pixels(self) -> np.ndarray:
+        """width × height of every row (int64), read part by part, not kept."""
+        return self._concat(lambda p: np.multiply(*(
+            self.ws.read_part(p, [c]).column(c).to_numpy() for c in ("width", "height")),
+            dtype=np.int64), np.int64)
 
     def uid_codes(self) -> np.ndarray:
         """Every uid as 16 bytes (see :mod:`pairsift.uids`)."""

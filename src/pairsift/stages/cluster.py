@@ -187,8 +187,11 @@ def fit_kmeans(
 
 
 def cluster_members(labels: np.ndarray) -> dict[int, np.ndarray]:
-    """Row indices per cluster id (ascending rows), to feed per-cluster dedup."""
+    """Row indices per cluster id (ascending rows), to feed per-cluster dedup; int32 while
+    the rows fit, so the index costs 4 bytes a sample."""
     order = np.argsort(labels, kind="stable")
+    if len(labels) < 2**31:
+        order = order.astype(np.int32)
     ids, starts = np.unique(labels[order], return_index=True)
     return {int(c): rows for c, rows in zip(ids, np.split(order, starts[1:]), strict=True)}
 

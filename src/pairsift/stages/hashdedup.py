@@ -222,13 +222,14 @@ def near_duplicates(
     pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
     priority: np.ndarray | None = None,
     *,
+    rank: np.ndarray | None = None,
     transitive: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Kept member (int64[n]) of each item and its Hamming distance to it (int32[n]).
 
     ``pairs`` is ``(i, j, distance)`` as from ``hamming_pairs``. Ranking as in
-    ``exact_duplicates``: highest priority, then lowest index. Kept items map to themselves
-    with distance 0.
+    ``exact_duplicates``: highest priority, then lowest index; or ``rank`` (0 best), a ranking
+    made elsewhere. Kept items map to themselves with distance 0.
 
     - ``transitive=True``: groups are the connected components of the pair graph; each keeps
       its best-ranked member. The distance is reported when the item and its kept member form
@@ -238,20 +239,31 @@ def near_duplicates(
       Chains keep more: in a–b–c with b ranked last, a and c both stay.
     """
     i, j, dist = _check_pairs(n, pairs)
-    order = _priority_order(n, priority)
+    if rank is None:
+        rank = _ranks(_priority_order(n, priority))
     if transitive:
-        return _component_kept(n, i, j, dist, order)
-    return _better_neighbour_kept(n, i, j, dist, _ranks(order))
+        return _component_kept(n, i, j, dist, rank)
+    return _better_neighbour_kept(n, i, j, dist, rank)
 
 
 def _component_kept(
-    n: int, i: np.ndarray, j: np.ndarray, dist: np.ndarray, order: np.ndarray
+    n: int, i: np.ndarray, j: np.ndarray, dist: np.ndarray, rank: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Best-ranked member of each connected component; distance if a direct pair, else −1."""
-    graph = coo_array((np.ones(len(i), np.int8), (i, j)), shape=(n, n))  # sparse: O(pairs)
+    """Best-ranked member of each connected component; distance if a direct pair, else −1.
+
+    Only the items in some pair form the graph (a few per cent of a collection), so the
+    memory beyond the two results grows with the pairs, not with ``n``.
+    """
+    kept, distance = np.arange(n, dtype=np.int64), np.zeros(n, np.int32)
+    if not len(i):
+        return kept, distance
+    nodes, ends = np.unique(np.concatenate([i, j]), return_inverse=True)
+    graph = coo_array((np.ones(len(i), np.int8), (ends[:len(i)], ends[len(i):])),
+                      shape=(len(nodes), len(nodes)))
     _, groups = connected_components(graph, directed=False)
-    kept = _kept_per_group(groups.astype(np.int64), order)
-    distance = np.where(kept == np.arange(n), 0, -1).astype(np.int32)
+    order = np.argsort(rank[nodes], kind="stable")
+    kept[nodes] = nodes[_kept_per_group(groups.astype(np.int64), order)]
+    distance[nodes] = np.where(kept[nodes] == nodes, 0, -1)
     for a, b in ((i, j), (j, i)):
         direct = kept[a] == b
         distance[a[direct]] = dist[direct]
@@ -353,24 +365,30 @@ class _HashDedup(GlobalStage):
     def evidence(self, state: dict[str, np.ndarray], rows: slice) -> dict[str, Any]:
         return {}
 
-    def kept_among(self, data: Collection, candidates: np.ndarray,
-                   group: Any) -> np.ndarray:
-        """Kept row of every row: ``group(candidates, rank)`` picks among the rows no
-        earlier dedup stage dropped (``rank``: their keep-policy rank); the others keep
+    @staticmethod
+    def kept_among(rank: np.ndarray, candidates: np.ndarray | None, group: Any) -> np.ndarray:
+        """Kept row of every row: ``group(rows, rank)`` picks among the rows no earlier dedup
+        stage dropped (``rows``: None for all of them; ``rank``: the keep-policy rank, computed
+        before the hashes are read, which keeps the peak lower); the others keep
         themselves."""
-        kept = np.arange(data.n)
-        kept[candidates] = candidates[group(candidates, keep_rank(data)[candidates])]
+        if candidates is None:
+            return group(None, rank)
+        kept = np.arange(len(rank), dtype=rank.dtype)
+        kept[candidates] = candidates[group(candidates, rank[candidates])]
         return kept
 
 
 def first_of_groups(keys: np.ndarray, rank: np.ndarray) -> np.ndarray:
-    """Index of the best-ranked item with the same key, for each item (one sort, no hash
-    table: 16-byte keys and an 8-byte rank are all it holds per item)."""
-    by_key = np.lexsort((rank, keys["lo"], keys["hi"]))
+    """Index of the best-ranked item with the same key, for each item: one sort, no hash table
+    (16-byte keys, a 4-byte rank and a few index arrays are all it holds per item)."""
+    by_key = np.lexsort((rank, keys["lo"], keys["hi"])).astype(rank.dtype)
     starts = np.ones(len(keys), bool)
-    starts[1:] = keys[by_key][1:] != keys[by_key][:-1]
-    first = by_key[np.flatnonzero(starts)[np.cumsum(starts) - 1]]
-    kept = np.empty(len(keys), np.int64)
+    for word in ("hi", "lo"):
+        ordered = keys[word][by_key]
+        starts[1:] &= ordered[1:] == ordered[:-1]
+    starts[1:] = ~starts[1:]  # a group starts where either word differs from the row before
+    first = by_key[starts][np.cumsum(starts, dtype=rank.dtype) - 1]
+    kept = np.empty(len(keys), rank.dtype)
     kept[by_key] = first
     return kept
 
@@ -392,17 +410,19 @@ class DedupExact(_HashDedup):
     def combine(self, data: Collection, results: Any) -> dict[str, np.ndarray]:
         """Pixel identity covers byte identity (equal bytes decode to equal pixels); an image
         that no longer decodes is grouped by its file's sha256 instead."""
+        rank = keep_rank(data)
         keys = np.empty(data.n, UID_DTYPE)
-        file_prefix = np.empty(data.n, ">u8")
+        file_prefix = np.empty(data.n, np.uint32)  # 32 bits: enough to tell bytes from pixels
         for part in data.parts:
             rows = data.rows_of(part)
             pixels = data.part(part).signal("hashes", ["pixel_sha256"]).column("pixel_sha256")
             files = data.ws.read_part(part, ["sha256"]).column("sha256")
             keys[rows] = _sha_codes(pc.coalesce(pixels, files))
-            file_prefix[rows] = _sha_codes(files)["hi"]
-        candidates = np.flatnonzero(~excluded(data, self.name))
-        kept = self.kept_among(data, candidates, lambda rows, rank: first_of_groups(
-            keys[rows], rank))
+            file_prefix[rows] = _sha_codes(files)["hi"] >> np.uint64(32)
+        skipped = excluded(data, self.name)
+        candidates = np.flatnonzero(~skipped) if skipped.any() else None
+        kept = self.kept_among(rank, candidates, lambda rows, rank: first_of_groups(
+            keys if rows is None else keys[rows], rank))
         return {"kept": kept, "same_file": file_prefix == file_prefix[kept]}
 
     def evidence(self, state: dict[str, np.ndarray], rows: slice) -> dict[str, Any]:
@@ -426,6 +446,7 @@ class DedupPerceptual(_HashDedup):
     def combine(self, data: Collection, results: Any) -> dict[str, np.ndarray]:
         """Groups are connected components of the near-pair graph, found with an exact
         multi-index Hamming search (no N×N comparison)."""
+        rank = keep_rank(data)
         phash, dhash = np.zeros(data.n, np.int64), np.zeros(data.n, np.int64)
         valid = np.zeros(data.n, bool)
         for part in data.parts:
@@ -434,16 +455,18 @@ class DedupPerceptual(_HashDedup):
             valid[rows] = table.column("phash").is_valid().to_numpy(zero_copy_only=False)
             phash[rows] = table.column("phash").fill_null(0).to_numpy()
             dhash[rows] = table.column("dhash").fill_null(0).to_numpy()
-        candidates = np.flatnonzero(valid & ~excluded(data, self.name))
+        taking_part = valid & ~excluded(data, self.name)
+        candidates = None if taking_part.all() else np.flatnonzero(taking_part)
         distance = np.zeros(data.n, np.int32)
 
-        def group(rows: np.ndarray, rank: np.ndarray) -> np.ndarray:
-            pairs = perceptual_pairs(phash[rows], dhash[rows], self["max_phash"],
+        def group(rows: np.ndarray | None, rank: np.ndarray) -> np.ndarray:
+            sub = slice(None) if rows is None else rows
+            pairs = perceptual_pairs(phash[sub], dhash[sub], self["max_phash"],
                                      self["max_dhash"])
-            sub_kept, distance[rows] = near_duplicates(len(rows), pairs, -rank.astype(float))
+            sub_kept, distance[sub] = near_duplicates(len(rank), pairs, rank=rank)
             return sub_kept
 
-        kept = self.kept_among(data, candidates, group)
+        kept = self.kept_among(rank, candidates, group)
         return {"kept": kept, "distance": distance}
 
     def evidence(self, state: dict[str, np.ndarray], rows: slice) -> dict[str, Any]:

@@ -35,20 +35,24 @@ def excluded(data: Collection, stage: str) -> np.ndarray:
 def keep_order(data: Collection) -> np.ndarray:
     """Row indices, best copy first, by :data:`KEEP_POLICY`."""
     codes = data.uid_codes()
-    fewer_pixels = np.multiply(data.part_values("width", np.int32),
-                               data.part_values("height", np.int32), dtype=np.int64)
+    fewer_pixels = data.pixels()
     np.negative(fewer_pixels, out=fewer_pixels)
     keys = [codes["lo"], codes["hi"], fewer_pixels]
     if "score" in data.inputs:
-        worse = -data.values("score", "clip_score")
+        worse = -data.read_values("score", "clip_score")
         worse[np.isnan(worse)] = np.inf
         keys.append(worse)
     return np.lexsort(keys)
 
 
 def keep_rank(data: Collection) -> np.ndarray:
-    """Position of each row in :func:`keep_order` (0: the best copy)."""
+    """Position of each row in :func:`keep_order` (0: the best copy), as compact integers."""
     order = keep_order(data)
-    rank = np.empty(len(order), np.int64)
-    rank[order] = np.arange(len(order))
+    rank = np.empty(len(order), index_dtype(len(order)))
+    rank[order] = np.arange(len(order), dtype=rank.dtype)
     return rank
+
+
+def index_dtype(n: int) -> np.dtype:
+    """The smallest integer type that indexes ``n`` rows: 4 bytes a row up to 2**31 rows."""
+    return np.dtype(np.int32 if n < 2**31 else np.int64)

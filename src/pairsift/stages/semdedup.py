@@ -24,7 +24,7 @@ from ..params import Param
 from ..stage import Decisions, GlobalStage, PartOutput, fail, register
 from ..uids import uid_strings
 from .cluster import Device, cluster_members, float_tensor, unit_rows
-from .keep import earlier_dedup, excluded, keep_rank
+from .keep import earlier_dedup, excluded, index_dtype, keep_rank
 
 torch = lazy("torch")  # imported on first use: the CLI starts without torch
 
@@ -341,8 +341,9 @@ class ClusterDedup(GlobalStage):
     def plan(self, data: Collection) -> list[list[int]]:
         labels = data.values("cluster", "cluster", np.int32)
         self._taking_part = (labels >= 0) & ~excluded(data, self.name)
-        rows = np.flatnonzero(self._taking_part)
+        rows = np.flatnonzero(self._taking_part).astype(index_dtype(data.n))
         self._members = {c: rows[idx] for c, idx in cluster_members(labels[rows]).items()}
+        del rows
         batches = [[c for c in self._members if c % CLUSTER_BATCHES == b]
                    for b in range(CLUSTER_BATCHES)]
         return [b for b in batches if b]
@@ -433,7 +434,7 @@ class DedupSemantic(ClusterDedup):
 
     def combine(self, data: Collection, results: Any) -> dict[str, Any]:
         max_sim = np.zeros(data.n, np.float32)
-        max_row = np.arange(data.n)
+        max_row = np.arange(data.n, dtype=index_dtype(data.n))
         for result in results:
             max_sim[result["row"]] = result["max_sim"]
             max_row[result["row"]] = result["max_row"]
