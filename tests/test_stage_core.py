@@ -251,6 +251,9 @@ def test_recipe_equals_the_steps_and_resumes(tmp_path, demo_corpus, embedded_wor
 
     again = pairsift.run(recipe, tmp_path / "recipe-ws", dry_run=True)
     assert [s.status for s in again.plan] == ["cached"] * 7
+    page = pairsift.report(tmp_path / "recipe-ws", progress=False).read_text()
+    run_facts = page.split('<section id="run"')[1]
+    assert ran.digest in run_facts and "filter-clip-score: {keep_fraction: 0.75}" in run_facts
 
 
 def test_recipe_typo_fails_before_any_write_naming_the_line(tmp_path, demo_corpus):

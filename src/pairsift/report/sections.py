@@ -471,25 +471,25 @@ def _heat(share: float) -> str:
 
 # -- run facts -------------------------------------------------------------------------------
 def run_facts(ctx: Context) -> Section:
-    manifest = ctx.data.ws.manifest
+    ws = ctx.data.ws
     sources = [[esc(name), esc(s["kind"]), _paths(s["paths"]),
                 compact_json({k: v for k, v in s["options"].items() if v is not None}),
                 num_cell(count(len(s.get("units", {}))))]
-               for name, s in manifest["sources"].items()]
+               for name, s in ws.sources().items()]
     models = [[esc(slug), esc(m.get("name")), num_cell(esc(m.get("dim"))),
-               num_cell(esc(m.get("visual_dim") or "–"))] for slug, m in manifest["models"].items()]
-    current = manifest["current"]
+               num_cell(esc(m.get("visual_dim") or "–"))] for slug, m in ws.models().items()]
     runs = [[esc(r["stage"]), f'<code>{esc(r["run"])}</code>'
-             + (' <span class="badge keep">current</span>' if current.get(r["stage"]) == r["run"]
-                else ""),
+             + (' <span class="badge keep">current</span>' if ws.current_run(r["stage"])
+                == r["run"] else ""),
              f"<code>{compact_json(r.get('config', {}))}</code>",
              f"<code>{compact_json(r.get('summary', {}))}</code>",
              f'<span class="nowrap">{esc(_when(r.get("started")))}</span>',
              num_cell(_duration(r))]
-            for r in manifest["runs"]]
-    body = facts([("workspace", esc(ctx.data.ws.root)),
-                  ("created (UTC)", esc(_when(manifest["created"]))),
-                  ("parts", count(len(manifest["parts"])))])
+            for r in ws.manifest.get("runs", [])]
+    body = facts([("workspace", esc(ws.root)),
+                  ("created (UTC)", esc(_when(ws.manifest["created"]))),
+                  ("parts", count(len(ws.part_ids())))])
+    body += _recipes(ws.recipes())
     body += "<h3>Sources</h3>" + table(["name", "kind", "paths", "options", "units"], sources,
                                        numeric=[4])
     if models:
@@ -502,6 +502,17 @@ def run_facts(ctx: Context) -> Section:
     return Section("run", "Run facts", body,
                    "Where the samples came from and how every stage was configured; a run's "
                    "id is the hash of its config.")
+
+
+def _recipes(recipes: list[dict[str, Any]]) -> str:
+    """The recipes run on the workspace (``pairsift run``), latest last, each with its text."""
+    if not recipes:
+        return ""
+    rows = [[f"<code>{esc(r['hash'])}</code>",
+             f'<span class="nowrap">{esc(_when(r.get("started")))}</span>',
+             f"<details><summary>recipe</summary><pre>{esc(r['text'])}</pre></details>"]
+            for r in recipes]
+    return "<h3>Recipes</h3>" + table(["recipe hash", "run (UTC)", "text"], rows)
 
 
 def _paths(paths: list[str]) -> str:

@@ -245,7 +245,8 @@ class Cluster(GlobalStage):
 
     def run_task(self, data: Collection, task: str) -> dict[str, np.ndarray]:
         space = data.inputs["space"]
-        valid = np.flatnonzero(data.has_embedding(space))
+        valid = np.flatnonzero(data.has_embedding(space)).astype(np.int32 if data.n < 2**31
+                                                                   else np.int64)
         if not len(valid):
             raise WorkspaceError(f"{data.ws.root}: no sample has an embedding to cluster")
         k = self["k"] or choose_k(len(valid), self["target_size"])
