@@ -22,9 +22,9 @@ from workspaces import fake_run  # tests/workspaces.py
 
 from pairsift import Workspace, filter_clip_score, ingest, score
 from pairsift.pipeline.report import report
-from pairsift.report.data import ReportData
-from pairsift.report.sections import SIGNALS, funnel_steps, pairwise_drops
-from pairsift.report.thumbnails import Thumbnails
+from pairsift.reporting.data import ReportData
+from pairsift.reporting.sections import SIGNALS, funnel_steps, pairwise_drops
+from pairsift.reporting.thumbnails import Thumbnails
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import pairsift
-from pairsift.report import sections
+from pairsift.reporting import sections
 from pairsift.synth.tiled import tiled_workspace
 
 PART = 20_000
@@ -37,7 +37,7 @@ MEASURE = """
 import gc, json, sys, tracemalloc
 import pyarrow as pa
 from pairsift import Workspace
-from pairsift.report import render_report
+from pairsift.reporting import render_report
 import pairsift.stages.semdedup  # imported lazily by the report: torch is no per-sample cost
 
 render_report(Workspace.open(sys.argv[1]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..report import render_report
+from ..reporting import render_report
 from ..workspace import Workspace, atomic_write
 
 
