@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 
 from ..errors import WorkspaceError
-from ..stage import Stage, StageSummary, get_stage
+from ..stage import Stage, StageSummary, get_stage, stage_names
 from ..workspace import Workspace, cli_name, config_hash
 
 _console = Console(stderr=True)
@@ -108,9 +108,10 @@ def bring_up_to_date(ws: Workspace, stages: list[str], *, engine: str = "local",
     """Run again, with their recorded options, those of ``stages`` whose current run no
     longer matches the workspace (more parts, another upstream run). Exports call this, so
     an export never misses the decisions of parts added since a stage ran."""
+    known = set(stage_names())
     for name in stages:
         record = ws.run_record(name) if ws.current_run(name) else None
-        if record is None:
+        if record is None or name not in known:  # not a registered stage: nothing to re-run
             continue
         upstream = get_stage(name)(**record["options"])
         if _stale(ws, upstream, record):
