@@ -72,7 +72,14 @@ def workspace(n: int, clusters: int) -> Path:
     return root
 
 
-def run_stage(ws: Path, call: str, clusters: int) -> dict:
+def run_stage(ws: Path, name: str, call: str, clusters: int) -> dict:
+    """Run the stage in a fresh process, after forgetting any earlier run of it (a run of the
+    same options would be skipped, and task checkpoints reused)."""
+    import pairsift
+    from pairsift.stage import stage_names
+
+    if name in stage_names():
+        pairsift.undo(ws, name)
     out = ws.parent / "subset.npy"
     child = subprocess.run([sys.executable, "-c", CHILD.format(call=call), str(ws), str(out),
                             str(clusters)], capture_output=True, text=True, check=False)
@@ -93,7 +100,7 @@ def main() -> None:
         k = max(1, n // args.cluster_size)
         ws = workspace(n, k)
         for name, call in STAGES:
-            results.setdefault(name, {})[n] = r = run_stage(ws, call, k)
+            results.setdefault(name, {})[n] = r = run_stage(ws, name, call, k)
             print(f"{n:>11,}  {name:<22} {r['seconds']:8.1f} s  peak "
                   f"{r['peak_kib'] / 2**20:6.2f} GiB  fixed {r['fixed_kib'] / 2**20:5.2f} GiB",
                   flush=True)

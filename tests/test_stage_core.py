@@ -290,6 +290,8 @@ def test_undo_removes_a_stage_from_exports_and_the_report(workspace_copy):
     assert ws.decision_stages() == [] and ws.num_dropped() == 0
     manifest = json.loads((workspace_copy / "pairsift.json").read_text())
     assert "filter-clip-score" not in manifest["current"]
+    again = pairsift.filter_clip_score(workspace_copy, keep_fraction=0.5, progress=False)
+    assert not again.cached and Workspace.open(workspace_copy).num_dropped() == again.dropped
 
 
 def test_export_decides_parts_added_since_the_decisions(workspace_copy, tmp_path, demo_corpus):

@@ -417,13 +417,18 @@ class Workspace:
             manifest["models"].update(models or {})
 
     def clear_stage(self, stage: str) -> str | None:
-        """Forget a stage's current run (``pairsift undo``); its files are removed."""
+        """Forget a stage's current run (``pairsift undo``): its signals, decisions and task
+        checkpoints are removed, and running it again recomputes it."""
         run = self.current_run(stage)
         with self.update() as manifest:
             manifest["current"].pop(stage, None)
+            for record in manifest["runs"]:
+                if record["stage"] == stage and record["run"] == run:
+                    record["status"] = "undone"
         if run is not None:
-            for kind in ("signals", "decisions", "tasks"):
+            for kind in ("signals", "decisions"):
                 shutil.rmtree(self.root / kind / stage / run, ignore_errors=True)
+            shutil.rmtree(self.root / "tasks" / stage, ignore_errors=True)
         return run
 
     def current_run(self, stage: str) -> str | None:
