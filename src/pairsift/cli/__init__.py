@@ -7,7 +7,10 @@ else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-from . import commands, stages  # noqa: E402, F401 - register the commands on the app
 from .app import app
+from . import stages  # noqa: F401 - stage commands first: --help lists them first
+
+# isort: split
+from . import commands  # noqa: F401 - then the other commands
 
 __all__ = ["app"]

@@ -52,7 +52,7 @@ def _command(cls: type[Stage]) -> Any:
         PRINTERS.get(cls.name, print_default)(summary)
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    command.__doc__ = (cls.__doc__ or cls.name).strip().split("\n\n")[0]
+    command.__doc__ = " ".join((cls.__doc__ or cls.name).strip().split("\n\n")[0].split())
     return friendly_errors(command)
 
 
