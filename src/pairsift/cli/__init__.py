@@ -7,8 +7,8 @@ else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-from .app import app
 from . import stages  # noqa: F401 - stage commands first: --help lists them first
+from .app import app
 
 # isort: split
 from . import commands  # noqa: F401 - then the other commands
