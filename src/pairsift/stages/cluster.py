@@ -115,7 +115,7 @@ class KMeansModel:
     def assign(
         self,
         X: np.ndarray,
-        chunk_size: int = 65_536,
+        chunk_size: int | None = None,
         device: Device = "cpu",
         progress: Callable[[int, int], None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -124,9 +124,11 @@ class KMeansModel:
         Spherical: nearest = max inner product (faiss IndexFlatIP). L2: nearest = min squared
         L2 to the raw centroid. The distance is always to the *normalised* centroid, as SemDeDup
         and NeMo rank by it (docs/algorithms.md §1.2 step 3, §2.1); with PCA, in the PCA space.
-        Rows are streamed in chunks, so `X` may be a float16 memmap larger than RAM.
+        Rows are streamed in chunks, so `X` may be a float16 memmap larger than RAM; by default
+        a chunk's rows × centroids score matrix takes about 256 MiB, whatever k.
         """
         n = len(X)
+        chunk_size = chunk_size or int(np.clip(2**26 // max(self.k, 1), 1024, 65_536))
         C = torch.as_tensor(self.centroids, device=device)
         Cn = C / torch.linalg.vector_norm(C, dim=1, keepdim=True).clamp_min(1e-30)
         sq = (C * C).sum(1)
@@ -168,7 +170,7 @@ def fit_kmeans(
     if not 1 <= k <= m:
         raise ValueError(f"need 1 <= k <= training rows, got k={k}, rows={m}")
     rows = np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False))
-    sample = unit_rows(X[rows]).numpy()
+    sample = _unit_sample(X[rows])
     pca_matrix = pca_bias = None
     if pca_dim is not None:
         pca = faiss.PCAMatrix(sample.shape[1], pca_dim)
@@ -176,7 +178,8 @@ def fit_kmeans(
         pca_matrix = faiss.vector_to_array(pca.A).reshape(pca_dim, -1).astype(np.float32)
         pca_bias = faiss.vector_to_array(pca.b).astype(np.float32)
     model = KMeansModel(np.zeros((0, 0), np.float32), spherical, pca_matrix, pca_bias)
-    sample = model.project(sample).numpy()
+    if pca_dim is not None:  # without PCA the sample is already in the clustering space
+        sample = model.project(sample).numpy()
     km = faiss.Kmeans(
         sample.shape[1], k, niter=niter, seed=seed, spherical=spherical, verbose=verbose,
         min_points_per_centroid=1, max_points_per_centroid=max(POINTS_PER_CENTROID, -(-m // k)),
@@ -184,6 +187,19 @@ def fit_kmeans(
     )
     km.train(sample)
     return KMeansModel(km.centroids.astype(np.float32), spherical, pca_matrix, pca_bias)
+
+
+def _unit_sample(rows: np.ndarray) -> np.ndarray:
+    """The training rows as unit float32, normalised in place: the sample (up to
+    MAX_TRAIN_SIZE rows) is k-means' largest allocation, so it is never held twice."""
+    sample = np.array(rows, dtype=np.float32)
+    norms = np.linalg.norm(sample, axis=1)
+    bad = ~np.isfinite(norms) | (norms == 0)
+    if bad.any():
+        raise ValueError(f"embedding row {int(np.flatnonzero(bad)[0])} has zero or non-finite "
+                         "norm")
+    sample /= norms[:, None]
+    return sample
 
 
 def cluster_members(labels: np.ndarray) -> dict[int, np.ndarray]:
