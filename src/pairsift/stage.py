@@ -23,6 +23,7 @@ The object holds only its options until ``setup()``, so it pickles to a worker.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -44,7 +45,7 @@ _MODULES = ("ingest", "embed", "score", "hashdedup", "cluster", "semdedup", "fai
             "parrot")
 
 
-class Stage:
+class Stage(ABC):
     """Base class: options validated at construction, inputs resolved against a workspace."""
 
     name: ClassVar[str]
@@ -61,7 +62,7 @@ class Stage:
         self.options = validate(self.name, self.params, options)
         self.check()
 
-    def check(self) -> None:
+    def check(self) -> None:  # noqa: B027 - a hook, often unneeded
         """Rules between options (e.g. "eps or keep_fraction, not both"); raise ConfigError."""
 
     @property
@@ -96,7 +97,7 @@ class Stage:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.options = state["options"]
 
-    def setup(self, inputs: dict[str, Any]) -> None:
+    def setup(self, inputs: dict[str, Any]) -> None:  # noqa: B027 - a hook, often unneeded
         """Load models once per worker, before the first part or task. ``inputs`` are the
         run's resolved inputs (e.g. the model when the option was left unset)."""
 
@@ -163,10 +164,10 @@ class MapStage(Stage):
         """Batched work on prepared samples (a model's forward pass); one result per item."""
         return items
 
+    @abstractmethod
     def assemble(self, part: PartData, results: list[Any] | None) -> PartOutput:
         """The part's outputs. ``results`` has one entry per row (None where the sample
         failed and became an error row), or is None for stages without per-sample work."""
-        raise NotImplementedError
 
     def batch_size(self) -> int:
         return int(self.options.get("batch_size") or self.batch)
@@ -194,14 +195,17 @@ class GlobalStage(Stage):
         return []
 
     def run_task(self, data: Collection, task: Any) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+        """One task's result: arrays, saved as the task's checkpoint. Stages that plan no task
+        (their work fits in ``combine``) never get here."""
+        raise TypeError(f"{self.name} planned a task but defines no run_task")
 
     def combine(self, data: Collection, results: Iterable[dict[str, np.ndarray]]) -> Any:
         """One state from every task's result (arrays of a few bytes per sample)."""
         return list(results)
 
+    @abstractmethod
     def part_output(self, data: Collection, state: Any, part: int) -> PartOutput:
-        raise NotImplementedError
+        """One part's signals and decisions from the combined state."""
 
     def summarize(self, data: Collection, state: Any) -> dict[str, Any]:
         return {}
@@ -217,8 +221,9 @@ class DecideStage(Stage):
     def prepare(self, data: Collection) -> Any:
         return None
 
+    @abstractmethod
     def decide(self, part: PartData, state: Any) -> Decisions:
-        raise NotImplementedError
+        """One part's verdicts (``state``: what ``prepare`` computed)."""
 
     def summarize(self, data: Collection, state: Any) -> dict[str, Any]:
         return {}
