@@ -20,10 +20,9 @@ import numpy as np
 import pyarrow.parquet as pq
 from _common import WORK, machine
 
-from pairsift import Workspace, ingest
-from pairsift.engine.local import default_threads
+from pairsift import Workspace, ingest, parrot_spot
+from pairsift.engine.threads import default_threads
 from pairsift.models.ocr import load_detector, load_spotter
-from pairsift.pipeline.parrot import parrot_spot
 from pairsift.synth import SynthConfig, make_corpus
 
 # The small corpus's counts with 39 rendered-text samples: 26 of 87 (30%) have drawn words.
@@ -43,7 +42,7 @@ def scored(ws: Path, truth: dict[str, dict]) -> tuple[float, int]:
     """Parrot F1 against the truth, and images with drawn words that the pass skipped."""
     w = Workspace.open(ws)
     keys = {r["uid"]: r["key"] for _, t in w.iter_parts(["uid", "key"]) for r in t.to_pylist()}
-    rows = [(truth[keys[r["uid"]]], r) for r in w.signals("parrot").to_pylist()]
+    rows = [(truth[keys[r["uid"]]], r) for r in w.signals("parrot-spot").to_pylist()]
     true = np.array([t["text_role"] == "parrot" for t, _ in rows])
     pred = np.array([(r["cotr"] or 0) > 0 for _, r in rows])
     f1 = 2 * (true & pred).sum() / (2 * (true & pred).sum() + (true ^ pred).sum())

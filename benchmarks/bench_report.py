@@ -7,14 +7,14 @@ How the workspace is built (cheaply, once, in ``_work/ws-report-<n>``):
 1. the 2,000-sample synthetic WebDataset corpus (``_common.corpus``) is ingested into
    ``_work/ws-report-src``: real tar shards, real images, real ingest errors;
 2. its part rows are tiled into parts of 10,000 rows with fresh uids and keys, written with
-   ``Workspace.add_part``, so every row still points at real image bytes (thumbnails decode);
-   its ingest errors are tiled the same way (same error rate, distinct uids);
-3. signals are written per part with ``write_table(ws.signal_path(...))`` after
-   ``ws.start_run``: ``clip_score`` (normal), ``cluster`` (1,000 Zipf-sized clusters + a
-   ``subgroup`` column), ``semdedup`` ``max_sim`` (beta), ``parrot`` ``cotr`` (mostly 0);
-4. decisions with ``ws.write_decisions``: ``clip_score_filter`` (keep the top 70 %),
-   ``semdedup`` (ε = 0.05, evidence ``of`` another uid), ``exact_dedup`` (1 %, ``of``) and
-   ``parrot`` (CoTR > 0.3, evidence ``words``).
+   ``Workspace.write_part``, so every row still points at real image bytes (thumbnails
+   decode); its ingest errors are tiled the same way (same error rate, distinct uids);
+3. signals are written per part with ``write_table(ws.signal_path(...))`` in a finished run:
+   ``score`` (normal), ``cluster`` (1,000 Zipf-sized clusters + a ``subgroup`` column),
+   ``dedup-semantic`` ``max_sim`` (beta), ``parrot-spot`` ``cotr`` (mostly 0);
+4. decisions per part with ``ws.write_decisions``: ``filter-clip-score`` (keep the top 70 %),
+   ``dedup-semantic`` (ε = 0.05, evidence ``of`` another uid), ``dedup-exact`` (1 %, ``of``)
+   and ``filter-parrot`` (CoTR > 0.3, evidence ``words``).
 
 Only ``report(...)`` is timed; peak RSS is measured around it.
 """
@@ -32,7 +32,7 @@ from _common import WORK, corpus, machine, peak_rss_mib
 
 from pairsift import Workspace, ingest
 from pairsift.pipeline.report import report
-from pairsift.workspace import DECISION_SCHEMA, write_table
+from pairsift.workspace import DECISION_SCHEMA, config_hash, write_table
 
 PART_ROWS = 10_000
 
@@ -48,8 +48,8 @@ def tiled_parts(src: Workspace, ws: Workspace, n: int) -> None:
     """Parts of ``PART_ROWS`` rows copied from the source's rows, each with a new uid and key."""
     rows = pa.concat_tables(t for _, t in src.iter_parts())
     errors = src.errors()
-    ws.manifest["sources"] = src.manifest["sources"]
     error_rate = errors.num_rows / rows.num_rows
+    parts = {}
     for part, start in enumerate(range(0, n, PART_ROWS)):
         count = min(PART_ROWS, n - start)
         take = rows.take(np.arange(start, start + count) % rows.num_rows)
@@ -60,12 +60,21 @@ def tiled_parts(src: Workspace, ws: Workspace, n: int) -> None:
         bad = errors.take(np.arange(int(count * error_rate)) % max(errors.num_rows, 1))
         bad = bad.set_column(3, "uid", pa.array([f"e{part:07d}{i:024x}"
                                                  for i in range(bad.num_rows)], pa.string()))
-        ws.add_part(part, take, bad, {"source": take.column("source")[0].as_py(),
-                                      "unit": f"tile-{part}"})
+        parts[part] = ws.write_part(part, take, bad, take.column("source")[0].as_py(),
+                                    f"tile-{part}")
+    (name, record), = src.sources().items()
+    ws.commit_parts(name, record, parts, complete=True)
+
+
+def _run(ws: Workspace, stage: str, config: dict) -> str:
+    run = config_hash(config)
+    ws.begin_run(stage, run, {"kind": "bench", "config": config, "options": config,
+                              "inputs": {}})
+    return run
 
 
 def write_signal(ws: Workspace, stage: str, config: dict, columns: dict[str, np.ndarray]) -> None:
-    run = ws.start_run(stage, config)
+    run = _run(ws, stage, config)
     start = 0
     for part, table in ws.iter_parts(["uid"]):
         stop = start + table.num_rows
@@ -78,15 +87,21 @@ def write_signal(ws: Workspace, stage: str, config: dict, columns: dict[str, np.
 
 def write_decisions(ws: Workspace, stage: str, config: dict, uids: pa.Array, drop: np.ndarray,
                     reason: str, evidence: list[dict], summary: dict) -> None:
-    """Decisions for every uid; ``evidence`` lists the dropped samples' evidence in order."""
-    run = ws.start_run(stage, config)
+    """Decisions for every uid, per part; ``evidence`` lists the dropped samples' evidence in
+    order."""
+    run = _run(ws, stage, config)
     texts = np.full(len(uids), "{}", dtype=object)
     texts[drop] = [json.dumps(e) for e in evidence]
-    ws.write_decisions(stage, pa.table({
-        "uid": uids, "stage": pa.array([stage] * len(uids)),
-        "verdict": pa.array(np.where(drop, "drop", "keep")),
-        "reason": pa.array(np.where(drop, reason, "")), "evidence": pa.array(texts, pa.string()),
-        "config_hash": pa.array([run] * len(uids))}, schema=DECISION_SCHEMA))
+    start = 0
+    for part in ws.part_ids():
+        rows = slice(start, start + ws.part_rows(part))
+        ws.write_decisions(stage, run, part, pa.table({
+            "uid": uids[rows], "stage": pa.array([stage] * (rows.stop - rows.start)),
+            "verdict": pa.array(np.where(drop[rows], "drop", "keep")),
+            "reason": pa.array(np.where(drop[rows], reason, "")),
+            "evidence": pa.array(texts[rows], pa.string()),
+            "config_hash": pa.array([run] * (rows.stop - rows.start))}, schema=DECISION_SCHEMA))
+        start = rows.stop
     ws.finish_run(stage, run, summary)
 
 
@@ -95,10 +110,10 @@ def curate(ws: Workspace) -> None:
     n = len(uids)
     rng = np.random.default_rng(0)
     clip = rng.normal(0.3, 0.05, n).astype(np.float32)
-    write_signal(ws, "clip_score", {"model": "synthetic"}, {"clip_score": clip})
+    write_signal(ws, "score", {"model": "synthetic"}, {"clip_score": clip})
     cut = float(np.quantile(clip, 0.3))
     low = clip < cut
-    write_decisions(ws, "clip_score_filter", {"threshold": None, "top": 0.7}, uids, low,
+    write_decisions(ws, "filter-clip-score", {"threshold": None, "keep_fraction": 0.7}, uids, low,
                     "clip_score_below", [{"clip_score": float(s), "threshold": cut}
                                          for s in clip[low]], {"threshold": cut})
     clusters = np.minimum(rng.zipf(1.5, n), 1000) - 1
@@ -106,24 +121,24 @@ def curate(ws: Workspace) -> None:
     write_signal(ws, "cluster", {"k": 1000}, {"cluster": clusters.astype(np.int32),
                                                "subgroup": groups})
     max_sim = rng.beta(8, 2, n).astype(np.float32)
-    write_signal(ws, "semdedup", {"eps": 0.05}, {"max_sim": max_sim})
+    write_signal(ws, "dedup-semantic", {"eps": 0.05}, {"max_sim": max_sim})
     dup = max_sim > 0.95
     other = uids.take(pa.array(rng.integers(0, n, int(dup.sum())))).to_pylist()
-    write_decisions(ws, "semdedup", {"eps": 0.05}, uids, dup, "semantic_duplicate_of",
+    write_decisions(ws, "dedup-semantic", {"eps": 0.05}, uids, dup, "semantic_duplicate_of",
                     [{"of": o, "max_sim": float(s)} for o, s in zip(other, max_sim[dup],
                                                                    strict=True)],
                     {"dropped": int(dup.sum())})
     exact = rng.random(n) < 0.01
     other = uids.take(pa.array(rng.integers(0, n, int(exact.sum())))).to_pylist()
-    write_decisions(ws, "exact_dedup", {}, uids, exact, "exact_duplicate_of",
+    write_decisions(ws, "dedup-exact", {}, uids, exact, "exact_duplicate_of",
                     [{"of": o, "match": "bytes"} for o in other], {"dropped": int(exact.sum())})
     cotr = np.where(rng.random(n) < 0.1, rng.random(n), 0.0).astype(np.float32)
-    write_signal(ws, "parrot", {"threshold": 0.3}, {"cotr": cotr})
+    write_signal(ws, "parrot-spot", {"threshold": 0.3}, {"cotr": cotr})
     parrot = cotr > 0.3
     captions = pa.concat_arrays([t.column("caption").combine_chunks()
                                  for _, t in ws.iter_parts(["caption"])])
     words = [(c or "").split()[:1] for c in captions.filter(pa.array(parrot)).to_pylist()]
-    write_decisions(ws, "parrot", {"threshold": 0.3}, uids, parrot, "parrot_caption",
+    write_decisions(ws, "filter-parrot", {"threshold": 0.3}, uids, parrot, "parrot_caption",
                     [{"cotr": float(c), "words": w} for c, w in zip(cotr[parrot], words,
                                                                    strict=True)],
                     {"dropped": int(parrot.sum())})
@@ -131,7 +146,7 @@ def curate(ws: Workspace) -> None:
 
 def workspace(n: int) -> Workspace:
     root = WORK / f"ws-report-{n}"
-    if (root / "decisions" / "parrot.parquet").exists():
+    if (root / "decisions" / "filter-parrot").is_dir():
         return Workspace.open(root)
     if root.exists():
         raise SystemExit(f"{root} is a half-built workspace: remove it and run again")

@@ -7,8 +7,7 @@ from collections import defaultdict
 
 import pyarrow.parquet as pq
 
-from pairsift import Workspace
-from pairsift.pipeline.hashdedup import dedup_exact, dedup_perceptual
+from pairsift import Workspace, dedup_exact, dedup_perceptual
 
 
 def _truth_by_uid(ws: Workspace, corpus) -> dict[str, dict]:
@@ -18,8 +17,7 @@ def _truth_by_uid(ws: Workspace, corpus) -> dict[str, dict]:
 
 
 def _verdicts(ws: Workspace, stage: str) -> dict[str, dict]:
-    table = ws.decisions()
-    return {d["uid"]: d for d in table.to_pylist() if d["stage"] == stage}
+    return {d["uid"]: d for d in ws.stage_decisions(stage).to_pylist()}
 
 
 def _groups(truth: dict[str, dict], kinds: set[str], transforms: set[str] | None = None):
@@ -36,7 +34,7 @@ def test_exact_dedup_keeps_one_per_byte_copy_group(workspace_copy, demo_corpus):
     summary = dedup_exact(workspace_copy, progress=False)
     ws = Workspace.open(workspace_copy)
     truth = _truth_by_uid(ws, demo_corpus)
-    verdicts = _verdicts(ws, "exact_dedup")
+    verdicts = _verdicts(ws, "dedup-exact")
     groups = _groups(truth, {"exact_duplicate"})
     assert groups
     for group in groups:
@@ -55,7 +53,7 @@ def test_perceptual_dedup_finds_reencodes_and_resizes(workspace_copy, demo_corpu
     dedup_perceptual(workspace_copy, progress=False)
     ws = Workspace.open(workspace_copy)
     truth = _truth_by_uid(ws, demo_corpus)
-    verdicts = _verdicts(ws, "perceptual_dedup")
+    verdicts = _verdicts(ws, "dedup-perceptual")
     # pHash survives re-encoding and resizing; flips, crops and borders are semantic dedup's job
     groups = _groups(truth, {"exact_duplicate", "near_duplicate"},
                      {None, "jpeg_q30", "resize_60", "webp"})

@@ -68,7 +68,7 @@ def test_keep_fraction_sweep_and_evidence(ws_copy):
     fractions = [f for _, f in summary.sweep]
     assert fractions == sorted(fractions, reverse=True)  # larger ε keeps less
     ws = Workspace.open(ws_dir)
-    scores = ws.signals("semdedup")
+    scores = ws.signals("dedup-semantic")
     drop = next(d for d in ws.decisions().to_pylist() if d["verdict"] == "drop")
     evidence = json.loads(drop["evidence"])
     row = next(r for r in scores.to_pylist() if r["uid"] == drop["uid"])
@@ -83,7 +83,7 @@ def test_redeciding_reuses_the_scores(ws_copy):
     cluster(ws_dir, k=2, progress=False)
     loose = dedup_semantic(ws_dir, eps=0.05, progress=False)
     ws = Workspace.open(ws_dir)
-    batches = sorted((ws.root / "signals" / "semdedup").rglob("batch-*.npy"))
+    batches = sorted((ws.root / "tasks" / "dedup-semantic").rglob("task-*.npz"))
     mtimes = [p.stat().st_mtime_ns for p in batches]
     strict = dedup_semantic(ws_dir, eps=0.3, progress=False)
     assert [p.stat().st_mtime_ns for p in batches] == mtimes
@@ -134,10 +134,10 @@ def test_fairdedup_same_prune_rate_more_minority_kept(ws_copy, tmp_path):
     assert sum(r.kept_semdedup for r in s.retention) == s.kept  # same prune rate
     assert by_group["B"].kept_fairdedup > by_group["B"].kept_semdedup
     ws = Workspace.open(ws_dir)
-    signal = ws.signals("fairdedup")
+    signal = ws.signals("dedup-fair")
     assert set(signal.column("subgroup").to_pylist()) == {"A", "B"}  # report's fairness table
     drop = next(d for d in ws.decisions().to_pylist()
-                if d["stage"] == "fairdedup" and d["verdict"] == "drop")
+                if d["stage"] == "dedup-fair" and d["verdict"] == "drop")
     evidence = json.loads(drop["evidence"])
     assert evidence["of"] != drop["uid"] and evidence["subgroup"] in ("A", "B")
 
@@ -148,7 +148,7 @@ def test_fairdedup_text_prototypes_run(ws_copy):
     s = dedup_fair(ws_dir, groups=["cat", "person"], progress=False)
     assert [r.group for r in s.retention] == ["cat", "person"]
     assert s.kept + s.dropped == len(truth)
-    with pytest.raises(ValueError, match="--groups"):
+    with pytest.raises(ValueError, match="--subgroups"):
         dedup_fair(ws_dir, progress=False)
 
 
@@ -161,8 +161,8 @@ def test_rank_by_clip_score_keeps_the_better_pair(ws_copy):
     cluster(ws_dir, k=2, progress=False)
     assert dedup_semantic(ws_dir, rank_by="clip_score", progress=False).dropped > 0
     ws = Workspace.open(ws_dir)
-    scores = dict(zip(*(ws.signals("clip_score").column(c).to_pylist()
+    scores = dict(zip(*(ws.signals("score").column(c).to_pylist()
                         for c in ("uid", "clip_score")), strict=True))
     for d in ws.decisions().to_pylist():
-        if d["stage"] == "semdedup" and d["verdict"] == "drop":
+        if d["stage"] == "dedup-semantic" and d["verdict"] == "drop":
             assert scores[json.loads(d["evidence"])["of"]] >= scores[d["uid"]]

@@ -11,8 +11,9 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from pairsift import Workspace, api, cli
+from pairsift import Workspace, api
 from pairsift.cli import app
+from pairsift.cli import commands as cli_commands
 from pairsift.pipeline.demo import DemoResult, demo
 
 
@@ -35,7 +36,7 @@ def test_rerun_reports_the_same_funnel(demo_twice):
 def test_demo_runs_offline_end_to_end_and_resumes(demo_twice):
     first, _ = demo_twice
     ws = Workspace.open(first.workspace)
-    assert set(ws.decision_stages()) == {"clip_score_filter", "exact_dedup", "semdedup"}
+    assert set(ws.decision_stages()) == {"filter-clip-score", "dedup-exact", "dedup-semantic"}
     shards = sorted(first.export.glob("*.tar"))
     with tarfile.open(shards[0]) as tf:
         assert any(n.endswith(".json") for n in tf.getnames())
@@ -55,7 +56,7 @@ def test_suggested_explain_commands_are_never_wrapped(demo_twice, monkeypatch):
     """Issue 15 item 9: on a narrow terminal the suggested command broke when pasted."""
     first, _ = demo_twice
     narrow = Console(file=io.StringIO(), width=40)
-    monkeypatch.setattr(cli, "console", narrow)
+    monkeypatch.setattr(cli_commands, "console", narrow)
     monkeypatch.setattr(api, "demo", lambda *args, **kwargs: first)
     assert CliRunner().invoke(app, ["demo", str(first.directory)]).exit_code == 0
     lines = narrow.file.getvalue().splitlines()

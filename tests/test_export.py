@@ -17,13 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 from PIL import Image
+from workspaces import fake_run  # tests/workspaces.py
 
 from pairsift import Workspace, export, ingest
 from pairsift.io.writers import PANDAS_NA, uid_pairs
 from pairsift.pipeline import export as export_module
-from pairsift.pipeline.decisions import decision_table, record_decisions
 from pairsift.pipeline.export import FORMATS, MARKER, ExportError
-from pairsift.workspace import write_table
 
 # key -> caption (None: the sample has no .txt). Keys a tar or a WebDataset reader would misread.
 SAMPLES = {
@@ -72,22 +71,15 @@ def _shards(root: Path, samples: dict[str, str | None]) -> str:
 
 
 def _add_signal(ws: Workspace) -> None:
-    """A signal written as the stages write them: an empty part's column is of null type."""
-    run = ws.start_run("toy", {"v": 1})
-    for part, rows in ws.iter_parts(["uid"]):
-        scores = [0.5] * rows.num_rows
-        write_table(ws.signal_path("toy", run, part), pa.table({"uid": rows.column("uid"),
-                                                                "toy_score": scores}))
-    ws.finish_run("toy", run, {})
+    """A signal an empty part may have written as Arrow's null type."""
+    fake_run(ws, "toy", {"v": 1}, signals=lambda part, rows: {
+        "toy_score": [0.5] * rows.num_rows})
 
 
 def _drop(ws: Workspace, keys: set[str], stage: str = "toy_filter") -> None:
-    rows = pa.concat_tables(t for _, t in ws.iter_parts(["uid", "key"]))
-    drop = np.array([k in keys for k in rows.column("key").to_pylist()])
-    config = {"keys": sorted(keys)}
-    table = decision_table(stage, rows.column("uid").to_pylist(), drop, "toy_reason",
-                           lambda i: {}, config)
-    record_decisions(ws, stage, config, table)
+    fake_run(ws, stage, {"keys": sorted(keys)}, reason="toy_reason", drops=lambda part, rows: {
+        u: {} for u, k in zip(*(rows.column(c).to_pylist() for c in ("uid", "key")),
+                              strict=True) if k in keys})
 
 
 @pytest.fixture
@@ -116,7 +108,7 @@ def _read_webdataset(folder: Path) -> list[dict]:
 # -- 1. parts with no readable sample ------------------------------------------------------
 def test_workspace_has_an_empty_part_in_the_middle(workspace):
     ws = Workspace.open(workspace)
-    rows = [ws.manifest["parts"][str(p)]["rows"] for p in ws.part_ids()]
+    rows = [ws.part_rows(p) for p in ws.part_ids()]
     assert rows == [7, 0, 2]
     assert pq.read_schema(ws.signal_path("toy", ws.current_run("toy"), 1)).field(
         "toy_score").type == pa.null()
@@ -253,7 +245,11 @@ def test_failed_export_leaves_the_previous_one_intact(workspace, tmp_path, forma
         yield next(real(ws))
         raise OSError("disk full")
 
+    def failing_codes(ws):
+        raise OSError("disk full")
+
     monkeypatch.setattr(export_module, "kept_parts", failing)
+    monkeypatch.setattr(export_module, "kept_uid_codes", failing_codes)
     _drop(Workspace.open(workspace), {"plain"}, stage="other_filter")
     with pytest.raises(OSError, match="disk full"):
         export(workspace, out, format=format, shard_size=2)

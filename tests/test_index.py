@@ -52,7 +52,7 @@ def searchable_workspace(embedded_workspace, demo_corpus, tmp_path_factory) -> P
     ws = tmp_path_factory.mktemp("searchable") / "ws"
     shutil.copytree(embedded_workspace, ws)
     score(ws)
-    filter_clip_score(ws, top=0.75)
+    filter_clip_score(ws, keep_fraction=0.75)
     index(ws, progress=False)
     calibrate(ws, groups=demo_corpus / "truth.parquet")
     return ws

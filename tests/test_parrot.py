@@ -9,29 +9,25 @@ import textwrap
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 from typer.testing import CliRunner
+from workspaces import fake_run  # tests/workspaces.py
 
-from pairsift import Workspace, ingest
-from pairsift.cli import app
-from pairsift.engine.local import run_signal_stage
-from pairsift.models import load_encoder
-from pairsift.models.ocr import Spotted, load_spotter
-from pairsift.pipeline.parrot import (
-    PARROT_FILTER,
-    RELATIVE,
-    SIMPLE_FIX_FILTER,
-    TEXT_FILTER,
+from pairsift import (
+    Workspace,
     filter_parrot,
     filter_simple_fix,
     filter_text_dominated,
+    ingest,
     parrot_audit,
     parrot_rates,
     parrot_relative,
     parrot_spot,
 )
+from pairsift.cli import app
+from pairsift.models import load_encoder
+from pairsift.models.ocr import Spotted, load_spotter
 from pairsift.stages.parrot import (
     area_boxes,
     co_embedded,
@@ -46,6 +42,10 @@ from pairsift.stages.parrot import (
 )
 from pairsift.stages.parrot_audit import STYLES, sync_scores
 from pairsift.synth import SynthConfig, make_corpus, tokens
+
+SPOT, RELATIVE = "parrot-spot", "parrot-relative"
+PARROT_FILTER, TEXT_FILTER, SIMPLE_FIX_FILTER = ("filter-parrot", "filter-text-dominated",
+                                                "filter-simple-fix")
 
 # -- the algorithms --------------------------------------------------------------------------
 
@@ -189,7 +189,7 @@ def _with_truth(ws, corpus) -> list[dict]:
     w = Workspace.open(ws)
     keys = {r["uid"]: r["key"] for _, t in w.iter_parts(["uid", "key"]) for r in t.to_pylist()}
     truth = {r["key"]: r for r in corpus.truth.to_pylist()}
-    return [{**truth[keys[s["uid"]]], **s} for s in w.signals("parrot").to_pylist()]
+    return [{**truth[keys[s["uid"]]], **s} for s in w.signals(SPOT).to_pylist()]
 
 
 def test_parrot_detection_f1_and_cotr_against_truth(spotted):
@@ -237,19 +237,19 @@ def test_signal_columns_are_consistent(spotted):
 
 def test_filters_write_decisions_with_words(spotted):
     ws, corpus, summary = spotted
-    s = filter_parrot(ws)
+    s = filter_parrot(ws, progress=False)
     assert (s.stage, s.dropped) == (PARROT_FILTER, summary.parrot)
     rows = {r["uid"]: r for r in _with_truth(ws, corpus)}
-    decisions = pq.read_table(Workspace.open(ws).decision_path(PARROT_FILTER)).to_pylist()
+    decisions = Workspace.open(ws).stage_decisions(PARROT_FILTER).to_pylist()
     for d in decisions:
         row = rows[d["uid"]]
         if d["verdict"] == "drop":
             evidence = json.loads(d["evidence"])
             assert d["reason"] == "parrot_caption" and evidence["words"] == row["co_emb_words"]
             assert set(evidence["words"]) <= set(tokens(" ".join(row["drawn_words"])))
-    assert filter_parrot(ws, cotr_threshold=0.99).dropped < s.dropped  # re-decided, no OCR
-    t = filter_text_dominated(ws, max_text_area=0.02)
-    dropped = [d for d in pq.read_table(Workspace.open(ws).decision_path(TEXT_FILTER)).to_pylist()
+    assert filter_parrot(ws, threshold=0.99, progress=False).dropped < s.dropped  # no OCR
+    t = filter_text_dominated(ws, threshold=0.02, progress=False)
+    dropped = [d for d in Workspace.open(ws).stage_decisions(TEXT_FILTER).to_pylist()
                if d["verdict"] == "drop"]
     assert t.dropped == len(dropped) > 0
     assert all(d["reason"] == "text_dominated" and json.loads(d["evidence"])["text_area"] > 0.02
@@ -267,27 +267,24 @@ def test_rates_by_source(spotted):
 
 
 def _fixed_clip_scores(ws) -> dict[str, float]:
-    """A clip_score signal with known values (the score stage has its own tests)."""
-    w = Workspace.open(ws)
+    """A finished ``score`` run with known values (the score stage has its own tests)."""
     scores = {}
 
-    def compute(part, rows, advance):
+    def signals(part, rows):
         values = [0.2 + 0.01 * (len(scores) + i) for i in range(rows.num_rows)]
         scores.update(zip(rows.column("uid").to_pylist(), values, strict=True))
-        return pa.table({"uid": rows.column("uid"),
-                         "clip_score": pa.array(values, pa.float32())}), []
+        return {"clip_score": pa.array(values, pa.float32())}
 
-    run_signal_stage(w, "clip_score", {"model": "fixed"}, compute, columns=["uid"],
-                     progress=False)
+    fake_run(Workspace.open(ws), "score", {}, signals=signals, inputs={"model": "default"})
     return scores
 
 
 def test_simple_fix_keeps_only_text_free_high_scores(spotted):
     ws, corpus, _ = spotted
     clip = _fixed_clip_scores(ws)
-    s = filter_simple_fix(ws, clip_threshold=0.3)
+    s = filter_simple_fix(ws, threshold=0.3, progress=False)
     rows = {r["uid"]: r for r in _with_truth(ws, corpus)}
-    decisions = pq.read_table(Workspace.open(ws).decision_path(SIMPLE_FIX_FILTER)).to_pylist()
+    decisions = Workspace.open(ws).stage_decisions(SIMPLE_FIX_FILTER).to_pylist()
     for d in decisions:
         row = rows[d["uid"]]
         assert (d["verdict"] == "keep") == (not row["ocr_text"] and clip[d["uid"]] > 0.3 + 1e-6)
@@ -367,10 +364,10 @@ def test_text_dominated_drops_text_heavy_images_and_no_photo_of_the_demo(workspa
     (tmp_path / "heavy.csv").write_text("file,caption\npage.png,a page\nposter.png,a poster\n")
     ingest(heavy, workspace_copy, captions=tmp_path / "heavy.csv", name="heavy", progress=False)
     parrot_spot(workspace_copy, progress=False)
-    filter_text_dominated(workspace_copy)
+    filter_text_dominated(workspace_copy, progress=False)
     ws = Workspace.open(workspace_copy)
     keys = {r["uid"]: r["key"] for _, t in ws.iter_parts(["uid", "key"]) for r in t.to_pylist()}
-    dropped = {keys[d["uid"]] for d in pq.read_table(ws.decision_path(TEXT_FILTER)).to_pylist()
+    dropped = {keys[d["uid"]] for d in ws.stage_decisions(TEXT_FILTER).to_pylist()
                if d["verdict"] == "drop"}
     assert dropped == {"page", "poster"}  # none of the demo corpus: its drawn text is small
 
@@ -380,7 +377,7 @@ def test_printed_text_that_the_caption_does_not_repeat(shared_data, tmp_path):
     ws = tmp_path / "ws"
     ingest(str(shared_data / "nemo-curator" / "00000.tar"), ws, progress=False)
     parrot_spot(ws, progress=False)
-    (row,) = Workspace.open(ws).signals("parrot").to_pylist()
+    (row,) = Workspace.open(ws).signals(SPOT).to_pylist()
     assert {"another", "experiment"} <= set(tokens(" ".join(row["ocr_text"])))
     assert row["text_probe"] and row["cotr"] == 0.0 and row["co_emb_words"] == []
 

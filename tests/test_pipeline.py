@@ -43,7 +43,7 @@ def test_mismatched_captions_score_lower(embedded_workspace, demo_corpus):
     truth = _truth(demo_corpus)
     ws = Workspace.open(embedded_workspace)
     keys = [k for _, t in ws.iter_parts(["key"]) for k in t.column("key").to_pylist()]
-    scores = ws.signals("clip_score").column("clip_score").to_numpy()
+    scores = ws.signals("score").column("clip_score").to_numpy()
     by_kind = {True: [], False: []}
     for key, s in zip(keys, scores, strict=True):
         if key in truth and not np.isnan(s):
@@ -54,7 +54,7 @@ def test_mismatched_captions_score_lower(embedded_workspace, demo_corpus):
 
 def test_filter_explain_and_export(workspace_copy, tmp_path):
     score(workspace_copy)
-    summary = filter_clip_score(workspace_copy, top=0.5)
+    summary = filter_clip_score(workspace_copy, keep_fraction=0.5)
     ws = Workspace.open(workspace_copy)
     n = ws.num_samples()
     assert summary.kept >= int(n * 0.5) + 1 and summary.kept + summary.dropped == n
@@ -64,7 +64,7 @@ def test_filter_explain_and_export(workspace_copy, tmp_path):
     report = explain(workspace_copy, dropped["uid"])
     assert report["verdict"] == "drop"
     assert report["decisions"][0]["reason"] in ("clip_score_below", "clip_score_missing")
-    assert "clip_score" in report["signals"]["clip_score"]
+    assert "clip_score" in report["signals"]["score"]
     assert report["sample"]["uid"] == dropped["uid"]
 
     uids = export(workspace_copy, tmp_path / "subset.npy", format="datacomp-uids")
@@ -108,7 +108,7 @@ def test_filter_explain_and_export(workspace_copy, tmp_path):
 def test_refilter_replaces_decisions_in_place(workspace_copy):
     score(workspace_copy)
     loose = filter_clip_score(workspace_copy, threshold=-1.0)
-    strict = filter_clip_score(workspace_copy, top=0.2)
+    strict = filter_clip_score(workspace_copy, keep_fraction=0.2)
     assert loose.dropped <= strict.dropped
     ws = Workspace.open(workspace_copy)
     assert ws.decisions().num_rows == ws.num_samples()

@@ -8,7 +8,6 @@ tested on every section without running the dedup or parrot algorithms.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import zlib
@@ -19,38 +18,30 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from workspaces import fake_run  # tests/workspaces.py
 
 from pairsift import Workspace, filter_clip_score, ingest, score
 from pairsift.pipeline.report import report
-from pairsift.report.data import ReportData
-from pairsift.report.sections import SIGNALS, funnel_steps, pairwise_drops
-from pairsift.report.thumbnails import Thumbnails
-from pairsift.workspace import DECISION_SCHEMA, write_table
+from pairsift.reporting.data import ReportData
+from pairsift.reporting.sections import SIGNALS, funnel_steps, pairwise_drops
+from pairsift.reporting.thumbnails import Thumbnails
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 # -- building workspaces ---------------------------------------------------------------------
 def write_signal(ws: Workspace, stage: str, config: dict, columns: dict[str, dict]) -> None:
-    """A signal run: ``columns`` maps a column to {uid: value}; one file per part."""
-    run = ws.start_run(stage, config)
-    for part, rows in ws.iter_parts(["uid"]):
-        uids = rows.column("uid").to_pylist()
-        table = pa.table({"uid": rows.column("uid"),
-                          **{name: [values[u] for u in uids] for name, values in columns.items()}})
-        write_table(ws.signal_path(stage, run, part), table)
-    ws.finish_run(stage, run, {"parts": len(ws.part_ids())})
+    """A signal run: ``columns`` maps a column to {uid: value}."""
+    fake_run(ws, stage, config, summary={"parts": len(ws.part_ids())}, signals=lambda p, rows: {
+        name: [values[u] for u in rows.column("uid").to_pylist()]
+        for name, values in columns.items()})
 
 
 def write_decisions(ws: Workspace, stage: str, config: dict, drops: dict[str, dict],
                     reason: str, summary: dict | None = None) -> None:
     """Decisions for every sample: ``drops`` maps a dropped uid to its evidence."""
-    run = ws.start_run(stage, config)
-    rows = [{"uid": u, "stage": stage, "verdict": "drop" if u in drops else "keep",
-             "reason": reason if u in drops else "", "evidence": json.dumps(drops.get(u, {})),
-             "config_hash": run} for u in ws.uids().to_pylist()]
-    ws.write_decisions(stage, pa.Table.from_pylist(rows, DECISION_SCHEMA))
-    ws.finish_run(stage, run, summary or {"dropped": len(drops)})
+    fake_run(ws, stage, config, drops=lambda p, rows: drops, reason=reason,
+             summary=summary or {"dropped": len(drops)})
 
 
 def add_curation(root: Path, corpus: Path) -> None:
@@ -65,8 +56,8 @@ def add_curation(root: Path, corpus: Path) -> None:
     rows = {u: truth[k] for u, k in keys.items()}
     clip = {u: float(rng.uniform(0.05, 0.22) if r["mismatched"] else rng.uniform(0.2, 0.6))
             for u, r in rows.items()}
-    write_signal(ws, "clip_score", {"model": "synthetic"}, {"clip_score": clip})
-    write_decisions(ws, "clip_score_filter", {"threshold": 0.25, "top": None},
+    write_signal(ws, "score", {"model": "synthetic"}, {"clip_score": clip})
+    write_decisions(ws, "filter-clip-score", {"threshold": 0.25, "keep_fraction": None},
                     {u: {"clip_score": s, "threshold": 0.25} for u, s in clip.items() if s < 0.25},
                     "clip_score_below", {"threshold": 0.25})
     write_signal(ws, "cluster", {"k": 12}, {
@@ -79,17 +70,17 @@ def add_curation(root: Path, corpus: Path) -> None:
                         else rng.uniform(0.3, 0.9)) for u in rows}
     semdedup = {u: {"of": group[u], "similarity": s, "eps": 0.08} for u, s in max_sim.items()
                 if s > 0.92}
-    write_signal(ws, "semdedup", {"clusters": "synthetic"}, {"max_sim": max_sim})
-    write_decisions(ws, "semdedup", {"clusters": "synthetic"}, semdedup, "semantic_duplicate_of",
-                    {"eps": 0.08, "dropped": len(semdedup)})  # as the pipeline: ε in summary
-    write_decisions(ws, "exact_dedup", {"keep": "lowest uid"},
+    write_signal(ws, "dedup-semantic", {"clusters": "synthetic"}, {"max_sim": max_sim})
+    write_decisions(ws, "dedup-semantic", {"clusters": "synthetic"}, semdedup,  # ε in the
+                    "semantic_duplicate_of", {"eps": 0.08, "dropped": len(semdedup)})  # summary
+    write_decisions(ws, "dedup-exact", {"keep": "lowest uid"},
                     {u: {"of": group[u], "match": "bytes"} for u, r in rows.items()
                      if r["kind"] == "exact_duplicate"}, "exact_duplicate_of")
     cotr = {u: len(r["parrot_words"]) / max(len(r["caption"].split()), 1) if r["caption"] else 0.0
             for u, r in rows.items()}
     area = {u: 0.05 * len(r["drawn_words"]) for u, r in rows.items()}
-    write_signal(ws, "parrot", {"spotter": "truth"}, {"cotr": cotr, "text_area": area})
-    write_decisions(ws, "parrot_filter", {"cotr_threshold": 0.2},
+    write_signal(ws, "parrot-spot", {"spotter": "truth"}, {"cotr": cotr, "text_area": area})
+    write_decisions(ws, "filter-parrot", {"threshold": 0.2},
                     {u: {"words": rows[u]["parrot_words"], "cotr": c, "threshold": 0.2}
                      for u, c in cotr.items() if c > 0.2}, "parrot_caption")
 
@@ -146,17 +137,18 @@ def test_every_section_of_every_stage_that_ran(curated):
     page = report(curated, progress=False).read_text()
     assert section_ids(page) == [
         "funnel", "dist-clip_score", "dist-max_sim", "dist-cotr", "dist-text_area",
-        "dist-cluster", "gallery-clip_score_filter", "gallery-semdedup", "gallery-exact_dedup",
-        "gallery-parrot_filter", "fairness", "overlap", "run"]
+        "dist-cluster", "gallery-filter-clip-score", "gallery-dedup-semantic",
+        "gallery-dedup-exact",
+        "gallery-filter-parrot", "fairness", "overlap", "run"]
 
 
 def test_signal_without_decisions_plots_without_threshold_or_gallery(ingested, tmp_path):
     root = tmp_path / "ws"
     shutil.copytree(ingested, root)
     ws = Workspace.open(root)
-    write_signal(ws, "clip_score", {"model": "m"}, {"clip_score": {u: 0.3 for u in
+    write_signal(ws, "score", {"model": "m"}, {"clip_score": {u: 0.3 for u in
                                                                   ws.uids().to_pylist()}})
-    ws.start_run("embed", {"model": "m"})  # a current run that wrote no signal files
+    fake_run(ws, "embed", {"model": "m"})  # a current run that wrote no signal files
     page = report(root, progress=False).read_text()
     assert section_ids(page) == ["funnel", "dist-clip_score", "run"]
     assert "Borderline" not in page
@@ -166,21 +158,21 @@ def test_unfinished_signal_run_is_left_out(curated, tmp_path):
     root = tmp_path / "ws"
     shutil.copytree(curated, root)
     ws = Workspace.open(root)
-    ws.signal_path("parrot", ws.current_run("parrot"), ws.part_ids()[-1]).unlink()
+    ws.signal_path("parrot-spot", ws.current_run("parrot-spot"), ws.part_ids()[-1]).unlink()
     assert "dist-cotr" not in section_ids(report(root, progress=False).read_text())
 
 
 def test_empty_part_changes_no_section(curated_with_empty_part, curated):
     ws = Workspace.open(curated_with_empty_part)
-    empty = [p for p in ws.part_ids() if ws.manifest["parts"][str(p)]["rows"] == 0]
+    empty = [p for p in ws.part_ids() if ws.part_rows(p) == 0]
     assert empty and empty[0] < ws.part_ids()[-1]
-    run = ws.current_run("clip_score")
-    assert pq.read_schema(ws.signal_path("clip_score", run, empty[0])).field(
+    run = ws.current_run("score")
+    assert pq.read_schema(ws.signal_path("score", run, empty[0])).field(
         "clip_score").type == pa.null()
     page = report(curated_with_empty_part, progress=False).read_text()
     assert section_ids(page) == section_ids(report(curated, progress=False).read_text())
     data = ReportData(ws)
-    assert len(data.signal("clip_score", "clip_score")) == data.n
+    assert len(data.signal("score", "clip_score")) == data.n
 
 
 def test_workspace_with_only_empty_parts(tmp_path):
@@ -195,13 +187,13 @@ def test_workspace_with_only_empty_parts(tmp_path):
 
 # -- numbers -------------------------------------------------------------------------------------
 def _dropped(root: Path, stage: str) -> set[str]:
-    table = pq.read_table(Workspace.open(root).decision_path(stage)).to_pylist()
+    table = Workspace.open(root).stage_decisions(stage).to_pylist()
     return {r["uid"] for r in table if r["verdict"] == "drop"}
 
 
 def test_funnel_is_cumulative_in_run_order(curated):
     data = ReportData(Workspace.open(curated))
-    order = ["clip_score_filter", "semdedup", "exact_dedup", "parrot_filter"]
+    order = ["filter-clip-score", "dedup-semantic", "dedup-exact", "filter-parrot"]
     assert data.decision_stages == order
     steps = funnel_steps(data)
     errors = len(data.ws.errors())
@@ -221,7 +213,7 @@ def test_overlap_counts_pairs_of_stages(curated):
         assert alone[i] == len(drops[a] - others)
         for j, b in enumerate(stages):
             assert both[i, j] == len(drops[a] & drops[b])
-    assert both[stages.index("semdedup"), stages.index("exact_dedup")] > 0
+    assert both[stages.index("dedup-semantic"), stages.index("dedup-exact")] > 0
 
 
 def test_thresholds_come_from_the_runs(curated):
@@ -236,11 +228,11 @@ def test_thresholds_come_from_the_runs(curated):
 def test_galleries_show_evidence_pairs_marks_and_borderline(curated, tmp_path):
     page = report(curated, tmp_path / "r.html", max_thumbnails=3, borderline=2,
                   progress=False).read_text()
-    exact = page.split('id="gallery-exact_dedup"')[1].split("</section>")[0]
+    exact = page.split('id="gallery-dedup-exact"')[1].split("</section>")[0]
     assert 'class="card pair"' in exact and "duplicate of" in exact
-    parrot = page.split('id="gallery-parrot_filter"')[1].split("</section>")[0]
+    parrot = page.split('id="gallery-filter-parrot"')[1].split("</section>")[0]
     assert re.search(r"<mark>(winter|journey|market|love)</mark>", parrot, re.IGNORECASE)
-    clip = page.split('id="gallery-clip_score_filter"')[1].split("</section>")[0]
+    clip = page.split('id="gallery-filter-clip-score"')[1].split("</section>")[0]
     assert "Borderline around clip_score = 0.25" in clip
     below, above = clip.split("just below")[1].split("at or just above")
     assert below.count("<figure") == 2 and below.count("badge drop") == 2
@@ -302,6 +294,6 @@ def test_demo_report_renders_in_headless_chromium(workspace_copy):
     result = page.result
     assert result.errors == []
     assert [u for u in result.requests if not u.startswith("data:")] == [path.as_uri()]
-    assert shown == ["funnel", "dist-clip_score", "gallery-clip_score_filter", "run"]
+    assert shown == ["funnel", "dist-clip_score", "gallery-filter-clip-score", "run"]
     assert broken == 0
     assert out.stat().st_size > 50_000

@@ -28,8 +28,9 @@ def test_kill_embed_midway_then_resume(embedded_workspace, tmp_path, demo_corpus
            chunk_size=16, progress=False)
     ws = Workspace.open(ws_dir)
     parts = ws.part_ids()
-    first = ws.embedding_path("default", "visual", parts[0])
-    last = ws.embedding_path("default", "visual", parts[-1])
+    # the image embeddings are written last: they mark a finished part
+    first = ws.embedding_path("default", "image", parts[0])
+    last = ws.embedding_path("default", "image", parts[-1])
 
     proc = subprocess.Popen(_embed_cmd(ws_dir), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -40,13 +41,13 @@ def test_kill_embed_midway_then_resume(embedded_workspace, tmp_path, demo_corpus
     proc.wait()
     assert first.exists(), proc.stderr.read().decode()[-2000:]
     assert not last.exists(), "the run finished before it could be killed"
-    finished = {p: ws.embedding_path("default", "visual", p).stat().st_mtime_ns
-                for p in parts if ws.embedding_path("default", "visual", p).exists()}
+    finished = {p: ws.embedding_path("default", "image", p).stat().st_mtime_ns
+                for p in parts if ws.embedding_path("default", "image", p).exists()}
 
     subprocess.run(_embed_cmd(ws_dir), check=True, capture_output=True)
 
     for part, mtime in finished.items():  # nothing finished was recomputed
-        assert ws.embedding_path("default", "visual", part).stat().st_mtime_ns == mtime
+        assert ws.embedding_path("default", "image", part).stat().st_mtime_ns == mtime
     reference = Workspace.open(embedded_workspace)
     for part in parts:
         for space in ("image", "text", "visual"):

@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from pairsift.engine.parts import decision_table
 from pairsift.stages.score import (
     clip_score_decisions,
     clip_scores,
@@ -51,8 +52,7 @@ def test_nan_policy_datacomp_reproduces_datacomp_with_missing_scores(fraction):
     scores[rng.choice(200, 60, replace=False)] = np.nan  # 140 scored
     scores[:3] = np.nanmedian(scores)  # a tie
     cut = fraction_threshold(scores, fraction, nan_policy="datacomp")
-    table = clip_score_decisions(pa.array([str(i) for i in range(200)]), scores, cut)
-    kept = np.array(table.column("verdict").to_pylist()) == "keep"
+    kept = ~clip_score_decisions(scores, cut).drop
     np.testing.assert_array_equal(kept, _datacomp_keep(scores, fraction))
     scored = scores[~np.isnan(scores)]  # the default: DataComp's rule over the scored only
     excluded = fraction_threshold(scores, fraction)
@@ -95,7 +95,8 @@ def test_clip_scores_cosine_and_missing():
 def test_threshold_is_inclusive_like_laion():
     """docs/algorithms.md §5.1: DataComp's laion2b filter keeps score >= 0.28."""
     scores = np.array([0.28, 0.2799, np.nan], np.float32)
-    table = clip_score_decisions(pa.array(["a", "b", "c"]), scores, 0.28)
+    table = decision_table("filter-clip-score", "run", pa.array(["a", "b", "c"]),
+                           clip_score_decisions(scores, 0.28))
     assert table.column("verdict").to_pylist() == ["keep", "drop", "drop"]
     assert table.column("reason").to_pylist() == ["", "clip_score_below", "clip_score_missing"]
     evidence = json.loads(table.column("evidence")[1].as_py())

@@ -58,7 +58,7 @@ def test_type_a_query_see_the_image_then_its_explain_view(page, demo_corpus):
     first.locator(".explain-link").click()
     page.locator("#explain-uid").wait_for()
     assert page.locator("#explain-uid").inner_text() == uid
-    assert "clip_score_filter" in page.locator("#explain").inner_text()
+    assert "filter-clip-score" in page.locator("#explain").inner_text()
     assert page.locator("#search-view").is_hidden()
     page.click("#back")
     assert page.locator("#results .hit").count() > 0 and page.locator("#explain-view").is_hidden()

@@ -2,41 +2,50 @@
 
 ```
 ws/
-  pairsift.json                              manifest: sources, parts, models, stage runs
-  parts/part-00000.parquet                   one row per readable sample
-  errors/<stage>-00000.parquet               samples that could not be used, with a reason
-  embeddings/<model>/<space>/part-00000.npy  float16, row i == row i of the part
-  signals/<stage>/<run>/part-00000.parquet   uid + the stage's columns
-  decisions/<stage>.parquet                  uid, stage, verdict, reason, evidence, config_hash
+  pairsift.json                                manifest: sources, parts, models, runs, current
+  parts/part-00000.parquet                     one row per readable sample
+  errors/<stage>-00000.parquet                 samples a stage could not use, with a reason
+  embeddings/<model>/<space>/part-00000.npy    float16, row i == row i of the part
+  signals/<stage>/<run>/part-00000.parquet     uid + the stage's columns, rows as in the part
+  decisions/<stage>/<run>/part-00000.parquet   uid, verdict, reason, evidence, rows as in the part
+  tasks/<stage>/<run>/task-00000.npz           a global stage's finished tasks (resume)
+  locks/<stage>.lock                           held while a run of that stage is in progress
 ```
 
 Every file is written atomically (temp file, fsync, rename), so a part's output exists whole or
-not at all and a killed run resumes by skipping what exists. Errors are stored per part rather
-than in one ``errors.parquet`` so that each part's outputs stay independent and ingest stays
-linear; :meth:`Workspace.errors` reads them as one table.
+not at all, and the file is the completion marker: a killed run resumes by skipping what
+exists. The manifest is small and changes only when a run starts or finishes, or an ingest
+commits its parts; each change re-reads it under a file lock, so two processes on one workspace
+never lose each other's updates. A run becomes the stage's *current* run only when it finishes.
+Nothing outside this module indexes the manifest: ask the workspace.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-FORMAT_VERSION = 1
+from .errors import WorkspaceBusyError, WorkspaceError
+
+__all__ = ["DECISION_SCHEMA", "ERROR_SCHEMA", "PART_SCHEMA", "Workspace", "WorkspaceError",
+           "atomic_write", "config_hash", "write_array", "write_table"]
+
+FORMAT_VERSION = 2
 MANIFEST = "pairsift.json"
-# The command that writes each signal stage, named in the error when it has not run.
-SIGNAL_COMMANDS = {"clip_score": "pairsift score", "hashes": "pairsift dedup exact",
-                   "cluster": "pairsift cluster", "semdedup": "pairsift dedup semantic",
-                   "fairdedup": "pairsift dedup fair", "parrot": "pairsift parrot spot",
-                   "parrot_relative": "pairsift parrot relative"}
 
 PART_SCHEMA = pa.schema(
     [
@@ -48,7 +57,7 @@ PART_SCHEMA = pa.schema(
         ("offset", pa.int64()),  # byte offset in a tar, row index in a parquet file, 0 for files
         ("length", pa.int64()),  # image bytes
         ("caption", pa.string()),
-        ("caption_issue", pa.string()),  # missing_caption | invalid_utf8 | null
+        ("caption_issue", pa.string()),  # missing_caption | invalid_utf8 | ... | null
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("format", pa.string()),
@@ -73,22 +82,38 @@ DECISION_SCHEMA = pa.schema(
     [
         ("uid", pa.string()),
         ("stage", pa.string()),
-        ("verdict", pa.string()),  # keep | drop | flag
-        ("reason", pa.string()),
-        ("evidence", pa.string()),  # json
-        ("config_hash", pa.string()),
+        ("verdict", pa.string()),  # keep | drop
+        ("reason", pa.string()),  # "" when kept
+        ("evidence", pa.string()),  # json object; "{}" when kept
+        ("config_hash", pa.string()),  # the run id
     ]
 )
-
-
-class WorkspaceError(Exception):
-    """A workspace is missing, malformed or asked for something it does not hold."""
 
 
 def config_hash(config: dict[str, Any]) -> str:
     """Stable short hash of a stage configuration (key order does not matter)."""
     blob = json.dumps(config, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def jsonable(value: Any) -> Any:
+    """``json.dumps`` default for what run summaries hold: numpy values, dataclasses, paths.
+
+    Long arrays (a cluster size per cluster) are recorded as their summary statistics, so the
+    manifest stays small whatever the collection's size.
+    """
+    if isinstance(value, np.ndarray):
+        if value.size > 64:
+            return {"count": int(value.size), "min": value.min().item(),
+                    "median": float(np.median(value)), "max": value.max().item()}
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, Path | set | frozenset):
+        return str(value) if isinstance(value, Path) else sorted(value)
+    raise TypeError(f"cannot record {type(value).__name__} in the manifest")
 
 
 def _now() -> str:
@@ -106,7 +131,7 @@ def _fsync_dir(path: Path) -> None:
 def atomic_write(path: Path, write: Any) -> None:
     """Call ``write(tmp_path)``, fsync the result and rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     write(tmp)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
@@ -114,7 +139,9 @@ def atomic_write(path: Path, write: Any) -> None:
     _fsync_dir(path.parent)
 
 
-def write_table(path: Path, table: pa.Table) -> None:
+def write_table(path: Path, table: pa.Table, metadata: dict[str, str] | None = None) -> None:
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
@@ -130,12 +157,32 @@ def part_name(part: int) -> str:
     return f"part-{part:05d}"
 
 
+@contextmanager
+def _flock(path: Path, *, blocking: bool, note: str = "") -> Iterator[bool]:
+    """Hold an exclusive lock on ``path``; yields False when non-blocking and already held."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            if note:
+                f.truncate(0)
+                f.write(note)
+                f.flush()
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 class Workspace:
-    """A pairsift workspace directory. Create it with :meth:`create`, open it with :meth:`open`."""
+    """A pairsift workspace directory. Create it with ``open(root, create=True)``."""
 
     def __init__(self, root: Path, manifest: dict[str, Any]):
         self.root = root
-        self.manifest = manifest
+        self._manifest = manifest
 
     # -- lifecycle -------------------------------------------------------------------------
     @classmethod
@@ -143,13 +190,9 @@ class Workspace:
         root = Path(root).resolve()
         path = root / MANIFEST
         if path.exists():
-            manifest = json.loads(path.read_text())
-            if manifest.get("format") != FORMAT_VERSION:
-                raise WorkspaceError(
-                    f"{path}: workspace format {manifest.get('format')!r} is not "
-                    f"{FORMAT_VERSION}; re-ingest into a new workspace"
-                )
-            return cls(root, manifest)
+            ws = cls(root, {})
+            ws.refresh()
+            return ws
         if not create:
             raise WorkspaceError(
                 f"{root} is not a pairsift workspace (no {MANIFEST}); "
@@ -159,53 +202,152 @@ class Workspace:
             raise WorkspaceError(
                 f"{root} exists and is not empty; choose a new directory for the workspace"
             )
-        ws = cls(root, {"format": FORMAT_VERSION, "created": _now(), "sources": {},
-                        "parts": {}, "models": {}, "runs": [], "current": {}})
-        ws.save()
+        ws = cls(root, {})
+        with ws.update() as manifest:
+            if not manifest:  # another process may have created it meanwhile
+                manifest.update(format=FORMAT_VERSION, created=_now(), sources={}, parts={},
+                                models={}, runs=[], current={}, recipes=[])
         return ws
 
-    def save(self) -> None:
-        blob = json.dumps(self.manifest, indent=1, sort_keys=True).encode()
-        atomic_write(self.root / MANIFEST, lambda tmp: tmp.write_bytes(blob))
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """A read-only snapshot of the manifest as of the last refresh or update."""
+        return self._manifest
 
-    # -- parts -----------------------------------------------------------------------------
+    def refresh(self) -> None:
+        path = self.root / MANIFEST
+        manifest = json.loads(path.read_text()) if path.exists() else {}
+        if manifest.get("format") == 1:
+            from .migrate import migrate_v1
+
+            with _flock(self.root / "locks" / "manifest.lock", blocking=True):
+                migrate_v1(self.root)  # re-reads under the lock: one process migrates
+            manifest = json.loads(path.read_text())
+        if manifest and manifest.get("format") != FORMAT_VERSION:
+            raise WorkspaceError(
+                f"{path}: workspace format {manifest.get('format')!r} is newer than this "
+                f"pairsift ({FORMAT_VERSION}); upgrade pairsift"
+            )
+        self._manifest = manifest
+
+    @contextmanager
+    def update(self) -> Iterator[dict[str, Any]]:
+        """Change the manifest: re-read it under the workspace lock, yield it, write it."""
+        with _flock(self.root / "locks" / "manifest.lock", blocking=True):
+            path = self.root / MANIFEST
+            manifest = json.loads(path.read_text()) if path.exists() else {}
+            yield manifest
+            blob = json.dumps(manifest, indent=1, sort_keys=True, default=jsonable).encode()
+            atomic_write(path, lambda tmp: tmp.write_bytes(blob))
+            self._manifest = manifest
+
+    @contextmanager
+    def lock(self, stage: str, command: str | None = None) -> Iterator[None]:
+        """Hold ``stage``'s run lock: a second run of the same stage refuses with the holder."""
+        path = self.root / "locks" / f"{stage}.lock"
+        note = json.dumps({"pid": os.getpid(), "started": _now(), "command": command or stage})
+        with _flock(path, blocking=False, note=note) as held:
+            if not held:
+                holder = _read_json(path)
+                raise WorkspaceBusyError(
+                    f"another `pairsift {holder.get('command', stage)}` (pid "
+                    f"{holder.get('pid', '?')}, started {holder.get('started', '?')}) is running "
+                    f"on {self.root}; wait for it to finish, or work in another workspace"
+                )
+            yield
+
+    # -- sources and parts -----------------------------------------------------------------
+    def sources(self) -> dict[str, dict[str, Any]]:
+        return self._manifest.get("sources", {})
+
     def part_ids(self) -> list[int]:
-        return sorted(int(p) for p in self.manifest["parts"])
+        return sorted(int(p) for p in self._manifest.get("parts", {}))
+
+    def part_rows(self, part: int) -> int:
+        return int(self._manifest["parts"][str(part)]["rows"])
+
+    def part_source(self, part: int) -> str:
+        return self._manifest["parts"][str(part)]["source"]
+
+    def part_sizes(self) -> np.ndarray:
+        return np.array([self.part_rows(p) for p in self.part_ids()], np.int64)
 
     def part_path(self, part: int) -> Path:
         return self.root / "parts" / f"{part_name(part)}.parquet"
 
-    def next_part_id(self) -> int:
-        return max(self.part_ids(), default=-1) + 1
-
     def read_part(self, part: int, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(self.part_path(part), columns=columns)
 
-    def add_part(self, part: int, rows: pa.Table, errors: pa.Table, record: dict) -> None:
-        """Persist one ingested unit: errors first, then rows, then the manifest entry.
-
-        The manifest entry is the completion marker: a unit without one is redone on resume.
-        """
-        self.write_errors("ingest", part, errors)
-        write_table(self.part_path(part), rows.cast(PART_SCHEMA))
-        self.manifest["parts"][str(part)] = {**record, "rows": rows.num_rows,
-                                             "errors": errors.num_rows}
-        self.save()
-
-    def image_columns(self) -> dict[str, str | None]:
-        """Per source, the parquet column holding image bytes (None: the reader's default)."""
-        return {n: s["options"].get("image_column") for n, s in self.manifest["sources"].items()}
-
     def num_samples(self) -> int:
-        return sum(p["rows"] for p in self.manifest["parts"].values())
+        return sum(p["rows"] for p in self._manifest.get("parts", {}).values())
 
     def iter_parts(self, columns: list[str] | None = None) -> Iterator[tuple[int, pa.Table]]:
         for part in self.part_ids():
             yield part, self.read_part(part, columns)
 
     def uids(self) -> pa.Array:
-        tables = [t.column("uid") for _, t in self.iter_parts(["uid"])]
-        return pa.chunked_array(tables, pa.string()).combine_chunks()
+        """Every readable sample's uid, in part order (36 bytes a sample, as Arrow strings)."""
+        columns = [t.column("uid") for _, t in self.iter_parts(["uid"])]
+        return pa.chunked_array(columns, pa.string()).combine_chunks()
+
+    def parts_fingerprint(self) -> str:
+        """Names the set of parts: a run made from other parts is stale."""
+        return config_hash({"parts": [[p, self.part_rows(p)] for p in self.part_ids()]})
+
+    def image_columns(self) -> dict[str, str | None]:
+        """Per source, the parquet column holding image bytes (None: the reader's default)."""
+        return {n: s["options"].get("image_column") for n, s in self.sources().items()}
+
+    def find_uid(self, uid: str) -> tuple[int, int] | None:
+        """(part, row) of a readable sample, reading one uid column at a time."""
+        for part in self.part_ids():
+            uids = self.read_part(part, ["uid"]).column("uid")
+            found = pc.index(uids, uid).as_py()
+            if found >= 0:
+                return part, found
+        return None
+
+    # -- ingest ----------------------------------------------------------------------------
+    def write_part(self, part: int, rows: pa.Table, errors: pa.Table, source: str,
+                   unit: str) -> dict[str, Any]:
+        """Write one ingested unit (errors, then rows); returns its manifest record.
+
+        The part file carries its source and unit in its metadata, so a part written by a
+        killed ingest is found again (``orphan_parts``) without a manifest write per part.
+        """
+        record = {"source": source, "unit": unit, "rows": rows.num_rows,
+                  "errors": errors.num_rows}
+        self.write_errors("ingest", part, errors)
+        write_table(self.part_path(part), rows.cast(PART_SCHEMA),
+                    {"pairsift.part": json.dumps(record)})
+        return record
+
+    def orphan_parts(self) -> dict[int, dict[str, Any]]:
+        """Parts on disk that the manifest does not list (an ingest killed before it committed)."""
+        known = set(self.part_ids())
+        found = {}
+        for path in sorted((self.root / "parts").glob("part-*.parquet")):
+            part = int(path.stem.split("-")[1])
+            if part not in known:
+                meta = pq.read_schema(path).metadata or {}
+                if b"pairsift.part" in meta:
+                    found[part] = json.loads(meta[b"pairsift.part"])
+        return found
+
+    def next_part_id(self) -> int:
+        on_disk = [int(p.stem.split("-")[1]) for p in (self.root / "parts").glob("part-*.parquet")]
+        return max([*self.part_ids(), *on_disk], default=-1) + 1
+
+    def commit_parts(self, source: str, source_record: dict[str, Any],
+                     parts: dict[int, dict[str, Any]], *, complete: bool) -> None:
+        """Record a source and the parts ingested from it, in one manifest update."""
+        with self.update() as manifest:
+            record = manifest["sources"].setdefault(source, source_record)
+            for part, info in parts.items():
+                manifest["parts"][str(part)] = info
+                record["units"][info["unit"]] = part
+            record["complete"] = complete
+            record["ignored_files"] = source_record.get("ignored_files", 0)
 
     # -- errors ----------------------------------------------------------------------------
     def write_errors(self, stage: str, part: int, errors: pa.Table) -> None:
@@ -213,13 +355,23 @@ class Workspace:
         if errors.num_rows or path.exists():
             write_table(path, errors.cast(ERROR_SCHEMA))
 
-    def errors(self) -> pa.Table:
-        files = sorted((self.root / "errors").glob("*.parquet"))
+    def errors(self, stage: str | None = None) -> pa.Table:
+        pattern = f"{stage}-*.parquet" if stage else "*.parquet"
+        files = sorted((self.root / "errors").glob(pattern))
         if not files:
             return ERROR_SCHEMA.empty_table()
         return pa.concat_tables(pq.read_table(f).cast(ERROR_SCHEMA) for f in files)
 
     # -- embeddings ------------------------------------------------------------------------
+    def models(self) -> dict[str, dict[str, Any]]:
+        return self._manifest.get("models", {})
+
+    def current_model(self) -> str:
+        """The model of the last finished ``embed`` run: what every later stage reads."""
+        if self.current_run("embed") is None:
+            raise WorkspaceError(f"{self.root}: no embeddings yet; run `pairsift embed` first")
+        return self.run_config("embed")["model"]
+
     def embedding_path(self, model: str, space: str, part: int) -> Path:
         return self.root / "embeddings" / model / space / f"{part_name(part)}.npy"
 
@@ -243,74 +395,164 @@ class Workspace:
         """All parts' embeddings of one space as one row-indexable (memory-mapped) matrix."""
         return EmbeddingRows([self.embeddings(model, space, p) for p in self.part_ids()])
 
-    # -- runs, signals and decisions -------------------------------------------------------
-    def start_run(self, stage: str, config: dict[str, Any]) -> str:
-        """Record a stage run; the config hash names its outputs (re-runs with it resume)."""
-        run = config_hash(config)
-        runs = self.manifest["runs"]
-        if not any(r["stage"] == stage and r["run"] == run for r in runs):
-            runs.append({"stage": stage, "run": run, "config": config, "started": _now()})
-        self.manifest["current"][stage] = run
-        self.save()
+    # -- runs ------------------------------------------------------------------------------
+    def begin_run(self, stage: str, run: str, record: dict[str, Any]) -> None:
+        """Record that a run started; it becomes current only in ``finish_run``."""
+        with self.update() as manifest:
+            runs = manifest["runs"]
+            known = next((r for r in runs if r["stage"] == stage and r["run"] == run), None)
+            if known is None:
+                runs.append({"stage": stage, "run": run, **record, "started": _now(),
+                             "status": "running"})
+            else:
+                known.update(record, status="running", restarted=_now())
+
+    def finish_run(self, stage: str, run: str, summary: dict[str, Any],
+                   models: dict[str, Any] | None = None) -> None:
+        with self.update() as manifest:
+            for record in manifest["runs"]:
+                if record["stage"] == stage and record["run"] == run:
+                    record.update(finished=_now(), status="finished", summary=summary)
+            manifest["current"][stage] = run
+            manifest["models"].update(models or {})
+
+    def clear_stage(self, stage: str) -> str | None:
+        """Forget a stage's current run (``pairsift undo``): its signals, decisions and task
+        checkpoints are removed, and running it again recomputes it."""
+        run = self.current_run(stage)
+        with self.update() as manifest:
+            manifest["current"].pop(stage, None)
+            for record in manifest["runs"]:
+                if record["stage"] == stage and record["run"] == run:
+                    record["status"] = "undone"
+        if run is not None:
+            for kind in ("signals", "decisions"):
+                shutil.rmtree(self.root / kind / stage / run, ignore_errors=True)
+            shutil.rmtree(self.root / "tasks" / stage, ignore_errors=True)
         return run
 
-    def finish_run(self, stage: str, run: str, summary: dict[str, Any]) -> None:
-        for record in self.manifest["runs"]:
-            if record["stage"] == stage and record["run"] == run:
-                record.update(finished=_now(), summary=summary)
-        self.save()
-
     def current_run(self, stage: str) -> str | None:
-        return self.manifest["current"].get(stage)
+        return self._manifest.get("current", {}).get(stage)
+
+    def run_record(self, stage: str, run: str | None = None) -> dict[str, Any] | None:
+        run = run or self.current_run(stage)
+        return next((r for r in self._manifest.get("runs", [])
+                     if r["stage"] == stage and r["run"] == run), None)
 
     def run_config(self, stage: str) -> dict[str, Any]:
-        run = self.current_run(stage)
-        for record in self.manifest["runs"]:
-            if record["stage"] == stage and record["run"] == run:
-                return record["config"]
-        raise WorkspaceError(f"stage {stage!r} has not run in {self.root}")
+        record = self.run_record(stage) if self.current_run(stage) else None
+        if record is None:
+            raise WorkspaceError(f"{stage!r} has not run in {self.root}: run "
+                                 f"`pairsift {cli_name(stage)}` first")
+        return record["config"]
 
+    def current_stages(self) -> list[str]:
+        """Stages with a current run, in the order their runs started (the funnel order)."""
+        current = self._manifest.get("current", {})
+        order = {r["stage"]: i for i, r in enumerate(self._manifest.get("runs", []))
+                 if current.get(r["stage"]) == r["run"]}
+        return sorted(current, key=lambda s: (order.get(s, len(order)), s))
+
+    def task_dir(self, stage: str, run: str) -> Path:
+        return self.root / "tasks" / stage / run
+
+    def record_recipe(self, text: str, digest: str) -> None:
+        """Record a recipe run (the same recipe again moves to the end: the latest last)."""
+        with self.update() as manifest:
+            recipes = [r for r in manifest.setdefault("recipes", []) if r["hash"] != digest]
+            manifest["recipes"] = [*recipes, {"hash": digest, "text": text, "started": _now()}]
+
+    def recipes(self) -> list[dict[str, Any]]:
+        return self._manifest.get("recipes", [])
+
+    # -- signals ---------------------------------------------------------------------------
     def signal_path(self, stage: str, run: str, part: int) -> Path:
         return self.root / "signals" / stage / run / f"{part_name(part)}.parquet"
 
     def signals(self, stage: str, columns: list[str] | None = None) -> pa.Table:
-        """All parts of the current run of ``stage``, in part order."""
+        """All parts of the current run of ``stage``, in part order (small workspaces only:
+        stages and exports read per part)."""
         run = self.current_run(stage)
         if run is None:
-            command = SIGNAL_COMMANDS.get(stage)
-            hint = f"; run `{command}` first" if command else ""
-            raise WorkspaceError(f"{self.root}: no signals for {stage!r}{hint}")
+            raise WorkspaceError(f"no signals of {stage!r}: run `pairsift {cli_name(stage)}` "
+                                 "first")
         paths = [self.signal_path(stage, run, p) for p in self.part_ids()]
         missing = [p for p in paths if not p.exists()]
         if missing:
-            raise WorkspaceError(
-                f"{missing[0]} is missing: the {stage!r} run did not finish; run it again"
-            )
+            raise WorkspaceError(f"{missing[0]} is missing: run `pairsift {cli_name(stage)}` "
+                                 "again to finish it")
         return pa.concat_tables(pq.read_table(p, columns=columns) for p in paths)
 
     def signal_stages(self) -> list[str]:
-        """Stages that wrote per-part signals and have a current run."""
-        folder = self.root / "signals"
-        names = [p.name for p in folder.iterdir()] if folder.exists() else []
-        return sorted(n for n in names if self.current_run(n))
+        """Stages whose current run wrote per-part signals."""
+        return [s for s in self.current_stages()
+                if (self.root / "signals" / s / self.current_run(s)).is_dir()]
 
     def part_signals(self, part: int) -> dict[str, pa.Table]:
         """Every current stage's signals for one part (rows aligned with the part)."""
         paths = {s: self.signal_path(s, self.current_run(s), part) for s in self.signal_stages()}
         return {stage: pq.read_table(path) for stage, path in paths.items() if path.exists()}
 
-    def decision_path(self, stage: str) -> Path:
-        return self.root / "decisions" / f"{stage}.parquet"
+    # -- decisions -------------------------------------------------------------------------
+    def decision_path(self, stage: str, run: str, part: int) -> Path:
+        return self.root / "decisions" / stage / run / f"{part_name(part)}.parquet"
 
-    def write_decisions(self, stage: str, decisions: pa.Table) -> None:
-        write_table(self.decision_path(stage), decisions.cast(DECISION_SCHEMA))
+    def write_decisions(self, stage: str, run: str, part: int, decisions: pa.Table) -> None:
+        write_table(self.decision_path(stage, run, part), decisions.cast(DECISION_SCHEMA))
 
     def decision_stages(self) -> list[str]:
-        return sorted(p.stem for p in (self.root / "decisions").glob("*.parquet"))
+        """Stages whose current run decided keep/drop, in funnel order."""
+        return [s for s in self.current_stages()
+                if (self.root / "decisions" / s / self.current_run(s)).is_dir()]
+
+    def part_decisions(self, part: int, stage: str, columns: list[str] | None = None,
+                       run: str | None = None) -> pa.Table:
+        """One stage's decisions for one part (rows aligned with the part)."""
+        path = self.decision_path(stage, run or self.current_run(stage), part)
+        if not path.exists():
+            raise WorkspaceError(f"{path} is missing: run `pairsift {cli_name(stage)}` again "
+                                 "to decide every part")
+        return pq.read_table(path, columns=columns)
+
+    def dropped(self, part: int, stages: list[str] | None = None) -> np.ndarray:
+        """Bool per row of the part: some current decision (of ``stages``) drops it.
+
+        A part added after a stage ran has no decision of it yet: nothing there is dropped
+        by that stage until it runs again (``export`` runs it again first).
+        """
+        mask = np.zeros(self.part_rows(part), bool)
+        for stage in self.decision_stages() if stages is None else stages:
+            path = self.decision_path(stage, self.current_run(stage), part)
+            if path.exists():
+                verdict = pq.read_table(path, columns=["verdict"]).column("verdict")
+                mask |= pc.equal(verdict, "drop").to_numpy(zero_copy_only=False)
+        return mask
+
+    def num_dropped(self) -> int:
+        return int(sum(self.dropped(p).sum() for p in self.part_ids()))
+
+    def stage_decisions(self, stage: str, columns: list[str] | None = None) -> pa.Table:
+        """One stage's decisions over every part (tests and small workspaces)."""
+        tables = [self.part_decisions(p, stage, columns) for p in self.part_ids()]
+        return pa.concat_tables(tables) if tables else DECISION_SCHEMA.empty_table()
 
     def decisions(self) -> pa.Table:
-        tables = [pq.read_table(self.decision_path(s)) for s in self.decision_stages()]
+        """Every current decision of every part (tests and small workspaces)."""
+        tables = [self.stage_decisions(s) for s in self.decision_stages()]
         return pa.concat_tables(tables) if tables else DECISION_SCHEMA.empty_table()
+
+
+def cli_name(stage: str) -> str:
+    """``dedup-semantic`` → ``dedup semantic``: the CLI spelling of a stage name."""
+    group, _, rest = stage.partition("-")
+    return f"{group} {rest}" if rest and group in ("dedup", "filter", "parrot") else stage
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
 
 
 class EmbeddingRows:

@@ -21,14 +21,11 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from ..errors import SourceError
 from .records import SampleError, arrow_file, caption_value, path_text, valid_uid
 
 IMAGE_COLUMNS = ("file", "filepath", "filename", "image", "image_path", "path")
 CAPTION_COLUMNS = ("caption", "text", "title", "txt", "alt")
-
-
-class SourceError(ValueError):
-    """A source cannot be read as given; the message names the file and the fix."""
 
 
 def read_table(path: Path) -> pa.Table:

@@ -19,9 +19,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import webdataset as wds
 
+from ..lazy import lazy
+from ..uids import uid_codes
 from .images import image_extension
+
+wds = lazy("webdataset")  # imports torch: only when a WebDataset is written
 
 UID_DTYPE = np.dtype("u8,u8")
 
@@ -48,14 +51,19 @@ class ExportSample:
     path: str | None = None  # the original file, when the image is a standalone file
 
 
-def uid_pairs(uids: Iterable[str]) -> np.ndarray:
+def uid_pairs(uids: Iterable[str] | np.ndarray) -> np.ndarray:
     """DataComp's subset (docs/algorithms.md §5.2): ``(int(uid[:16],16), int(uid[16:],16))``,
-    lexicographically sorted, because the resharder binary-searches it."""
-    pairs = np.array([(int(u[:16], 16), int(u[16:32], 16)) for u in uids], dtype=UID_DTYPE)
-    return np.sort(pairs, order=["f0", "f1"])
+    lexicographically sorted, because the resharder binary-searches it. ``uids`` are strings
+    or their 16-byte codes (:func:`pairsift.uids.uid_codes`)."""
+    if not isinstance(uids, np.ndarray):
+        uids = uid_codes(pa.array(list(uids), pa.string()))
+    pairs = np.empty(len(uids), UID_DTYPE)
+    pairs["f0"], pairs["f1"] = uids["hi"], uids["lo"]
+    pairs.sort(order=["f0", "f1"])
+    return pairs
 
 
-def write_datacomp_uids(uids: Iterable[str], out: Path) -> int:
+def write_datacomp_uids(uids: Iterable[str] | np.ndarray, out: Path) -> int:
     pairs = uid_pairs(uids)
     with open(out, "wb") as f:  # a file object: np.save would add ".npy" to a path
         np.save(f, pairs)
@@ -137,6 +145,20 @@ def write_openclip_csv(samples: Iterable[ExportSample], out: Path, image_dir: Pa
     return written, left_out
 
 
-def write_parquet(table: pa.Table, out: Path) -> int:
-    pq.write_table(table, out)
-    return table.num_rows
+def write_parquet(tables: Iterable[pa.Table], out: Path) -> int:
+    """Tables (of one set of columns) as one Parquet file, written as they come. Empty tables
+    only give the schema: an empty part may have typed its columns as Arrow's null."""
+    writer, rows, schema = None, 0, None
+    for table in tables:
+        if table.num_rows == 0:
+            schema = schema or table.schema
+            continue
+        if writer is None:
+            writer = pq.ParquetWriter(out, table.schema)
+        writer.write_table(table.cast(writer.schema))
+        rows += table.num_rows
+    if writer is None:
+        pq.write_table((schema or pa.schema([])).empty_table(), out)
+    else:
+        writer.close()
+    return rows

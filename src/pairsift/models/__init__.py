@@ -12,6 +12,7 @@ import re
 from functools import cache
 from pathlib import Path
 
+from pairsift.errors import ConfigError
 from pairsift.models.base import ImageEmbeddings, ImageTextEncoder
 
 __all__ = ["ImageEmbeddings", "ImageTextEncoder", "default_dedup_eps", "load_encoder",
@@ -30,7 +31,7 @@ def _parse_open_clip(name: str) -> tuple[str, str]:
     """Split ``open_clip:ARCH/PRETRAINED`` at the first slash; the rest may be a path."""
     arch, _, pretrained = name.removeprefix(OPEN_CLIP_PREFIX).partition("/")
     if not arch or not pretrained:
-        raise ValueError(
+        raise ConfigError(
             f"model name {name!r} needs both an architecture and pretrained weights; "
             f"accepted forms: {ACCEPTED_FORMS}"
         )
@@ -40,7 +41,7 @@ def _parse_open_clip(name: str) -> tuple[str, str]:
 def _check_name(name: str) -> None:
     """Reject anything that is neither the default nor an open_clip name."""
     if name != DEFAULT and not name.startswith(OPEN_CLIP_PREFIX):
-        raise ValueError(f"unknown model name {name!r}; accepted forms: {ACCEPTED_FORMS}")
+        raise ConfigError(f"unknown model name {name!r}; accepted forms: {ACCEPTED_FORMS}")
 
 
 def _is_path(pretrained: str) -> bool:

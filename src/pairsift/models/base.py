@@ -6,8 +6,11 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-import torch
 from PIL import Image
+
+from ..lazy import lazy
+
+torch = lazy("torch")  # imported on first use: the CLI starts without torch
 
 
 @dataclass(frozen=True)

@@ -12,18 +12,21 @@ other non-empty folder is refused unless ``overwrite=True``.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from ..engine.parts import failure_of
+from ..engine.runner import bring_up_to_date
+from ..errors import ConfigError
 from ..io.sources import ImageBytesReader
 from ..io.writers import (
     ExportSample,
@@ -32,13 +35,14 @@ from ..io.writers import (
     write_parquet,
     write_webdataset,
 )
-from ..workspace import PART_SCHEMA, Workspace
+from ..uids import uid_codes
+from ..workspace import PART_SCHEMA, Workspace, config_hash
 
 FORMATS = ("webdataset", "parquet", "openclip-csv", "datacomp-uids")
 MARKER = "pairsift-export.json"
 
 
-class ExportError(ValueError):
+class ExportError(ConfigError):
     """The export's target cannot be replaced as asked; the message says what to do."""
 
 
@@ -51,16 +55,8 @@ class ExportSummary:
     left_out: dict[str, int] = field(default_factory=dict)  # kept, but the format can't hold it
 
 
-def dropped_uids(ws: Workspace) -> set[str]:
-    """Every uid that some current decision drops."""
-    decisions = ws.decisions()
-    dropped = decisions.filter(pc.equal(decisions.column("verdict"), "drop"))
-    return set(dropped.column("uid").to_pylist())
-
-
 def kept_parts(ws: Workspace) -> Iterator[pa.Table]:
     """Each part's kept rows, with the current signals of every stage as extra columns."""
-    dropped = dropped_uids(ws)
     for part in ws.part_ids():
         table = ws.read_part(part)
         for stage, signals in ws.part_signals(part).items():
@@ -68,24 +64,31 @@ def kept_parts(ws: Workspace) -> Iterator[pa.Table]:
                 if name != "uid":  # a name two stages share keeps the stage as a prefix
                     column = name if name not in table.column_names else f"{stage}.{name}"
                     table = table.append_column(column, signals.column(name))
-        # typed: an empty part's mask would otherwise be of null type, which filter refuses
-        mask = pa.array([u not in dropped for u in table.column("uid").to_pylist()], pa.bool_())
-        yield table.filter(mask)
+        yield table.filter(pa.array(~ws.dropped(part)))
 
 
 def _signal_columns(table: pa.Table) -> list[str]:
     return [c for c in table.column_names if c not in PART_SCHEMA.names]
 
 
-def _samples(ws: Workspace, need_bytes_for_files: bool) -> Iterator[ExportSample]:
+def _samples(ws: Workspace, need_bytes_for_files: bool,
+             unreadable: Counter) -> Iterator[ExportSample]:
+    """Kept samples with what the writers need; an image that can no longer be read (its file
+    deleted or changed since ingest) is counted in ``unreadable`` by reason and left out."""
     with ImageBytesReader(ws.image_columns()) as reader:
         for table in kept_parts(ws):
             signals = _signal_columns(table)
             for row in table.to_pylist():
                 is_file = row["container"] == "file"
+                try:
+                    image = reader.read(row) if need_bytes_for_files or not is_file else None
+                    if is_file and image is None and not os.path.isfile(row["shard"]):
+                        raise FileNotFoundError(row["shard"])
+                except (OSError, ValueError) as exc:
+                    unreadable[failure_of(exc).reason] += 1
+                    continue
                 yield ExportSample(
-                    uid=row["uid"], key=row["key"], caption=row["caption"],
-                    image=reader.read(row) if need_bytes_for_files or not is_file else None,
+                    uid=row["uid"], key=row["key"], caption=row["caption"], image=image,
                     format=row["format"],
                     meta={"uid": row["uid"], "key": row["key"], "source": row["source"],
                           **{s: row[s] for s in signals}},
@@ -104,8 +107,10 @@ def export(workspace: str | Path, out: str | Path, *, format: str = "webdataset"
     >>> export("ws", "subset.npy", format="datacomp-uids")  # doctest: +SKIP
     """
     if format not in FORMATS:
-        raise ValueError(f"unknown export format {format!r}; choose one of {FORMATS}")
+        raise ConfigError(f"unknown export format {format!r}; choose one of {FORMATS}")
     ws = Workspace.open(workspace)
+    bring_up_to_date(ws, ws.decision_stages())  # parts added since a stage decided
+    ws.refresh()
     out = Path(out).absolute()
     record = {"format": format, "workspace": str(ws.root), "decisions": decisions_digest(ws)}
     if format == "webdataset":
@@ -115,20 +120,26 @@ def export(workspace: str | Path, out: str | Path, *, format: str = "webdataset"
         return _export_openclip_csv(ws, out, record, overwrite)
     with _replacing(out) as tmp:
         if format == "parquet":
-            table = pa.concat_tables(kept_parts(ws), promote_options="default")
-            count = write_parquet(table, tmp)
+            count = write_parquet(kept_parts(ws), tmp)
         else:
-            uids = (u for t in kept_parts(ws) for u in t.column("uid").to_pylist())
-            count = write_datacomp_uids(uids, tmp)
+            count = write_datacomp_uids(kept_uid_codes(ws), tmp)
     return _summary(ws, format, out, count)
+
+
+def kept_uid_codes(ws: Workspace) -> np.ndarray:
+    """The kept samples' uids as 16-byte codes, read part by part (uid column only)."""
+    codes = [uid_codes(ws.read_part(p, ["uid"]).column("uid"))[~ws.dropped(p)]
+             for p in ws.part_ids()]
+    return np.concatenate(codes) if codes else uid_codes(pa.array([], pa.string()))
 
 
 def _export_webdataset(ws: Workspace, out: Path, record: dict, shard_size: int,
                        overwrite: bool) -> ExportSummary:
     _check_folder(out, "webdataset", overwrite, ws)
+    unreadable: Counter = Counter()
     with _replacing(out) as tmp:
-        count = sum(write_webdataset(_samples(ws, True), tmp, shard_size).values())
-        summary = _summary(ws, "webdataset", out, count)
+        count = sum(write_webdataset(_samples(ws, True, unreadable), tmp, shard_size).values())
+        summary = _summary(ws, "webdataset", out, count, unreadable)
         _write_marker(tmp, record, summary)
     return summary
 
@@ -138,7 +149,10 @@ def _export_openclip_csv(ws: Workspace, out: Path, record: dict,
     images = out.with_name(f"{out.stem}_images")
     _check_folder(images, "openclip-csv", overwrite, ws)
     with _replacing(images) as tmp_images, _replacing(out) as tmp:
-        count, left_out = write_openclip_csv(_samples(ws, False), tmp, tmp_images, images)
+        unreadable: Counter = Counter()
+        count, left_out = write_openclip_csv(_samples(ws, False, unreadable), tmp, tmp_images,
+                                             images)
+        left_out = Counter(left_out) + unreadable
         summary = _summary(ws, "openclip-csv", out, count, left_out)
         _write_marker(tmp_images, record, summary)
     return summary
@@ -152,12 +166,9 @@ def _summary(ws: Workspace, format: str, out: Path, count: int,
 
 
 def decisions_digest(ws: Workspace) -> str:
-    """sha256 over every decision file: which decisions an export reflects."""
-    digest = hashlib.sha256()
-    for stage in ws.decision_stages():
-        with open(ws.decision_path(stage), "rb") as f:
-            digest.update(f"{stage}:{hashlib.file_digest(f, 'sha256').hexdigest()}\n".encode())
-    return digest.hexdigest()
+    """Names the decisions an export reflects: each decision stage's current run (a run id
+    hashes the stage's options and inputs, the parts among them)."""
+    return config_hash({s: ws.current_run(s) for s in ws.decision_stages()})
 
 
 def _write_marker(folder: Path, record: dict, summary: ExportSummary) -> None:

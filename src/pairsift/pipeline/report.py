@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..report import render_report
+from ..errors import ConfigError
+from ..reporting import render_report
 from ..workspace import Workspace, atomic_write
 
 
@@ -20,7 +21,7 @@ def report(workspace: str | Path, out: str | Path | None = None, *, max_thumbnai
     PosixPath('/.../ws/report/index.html')
     """
     if max_thumbnails < 0 or borderline < 0:
-        raise ValueError("max_thumbnails and borderline must be >= 0")
+        raise ConfigError("max_thumbnails and borderline must be >= 0")
     ws = Workspace.open(workspace)
     path = Path(out) if out is not None else ws.root / "report" / "index.html"
     if path.is_dir():

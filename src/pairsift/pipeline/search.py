@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 from PIL import Image
 
 from ..engine.local import progress_bar
+from ..errors import ConfigError
 from ..io.images import decode_image
 from ..io.tables import read_table
 from ..models import model_slug
@@ -35,9 +36,9 @@ Labels = str | Path | Mapping[str, str]
 
 def _model(ws: Workspace, model: str | None) -> tuple[str, str]:
     """The model name (default: the last embedded) and its slug, checked to be embedded."""
-    name = model or ws.run_config("embed")["model"]
+    name = model or ws.current_model()
     slug = model_slug(name)
-    if slug not in ws.manifest["models"]:
+    if slug not in ws.models():
         raise WorkspaceError(f"{ws.root} has no embeddings for model {name!r}: run "
                              f"`pairsift embed --model {name}` first")
     return name, slug
@@ -45,7 +46,7 @@ def _model(ws: Workspace, model: str | None) -> tuple[str, str]:
 
 def _spaces(ws: Workspace, slug: str) -> list[str]:
     """Images' spaces: joint (text queries) and, where the model has one, visual (images)."""
-    return ["image"] + (["visual"] if ws.manifest["models"][slug].get("visual_dim") else [])
+    return ["image"] + (["visual"] if ws.models()[slug].get("visual_dim") else [])
 
 
 @dataclass
@@ -97,7 +98,7 @@ def search(workspace: str | Path, text: str | None = None, *, image: ImageInput 
     >>> search("ws", "a red motorcycle", k=5, verdict="kept")[0].uid  # doctest: +SKIP
     """
     if (text is None) == (image is None):
-        raise ValueError("give exactly one of a text query and an image")
+        raise ConfigError("give exactly one of a text query and an image")
     searcher = Searcher(workspace, model=model, device=device)
     if text is not None:
         return searcher.search_text(text, k, verdict, reason)
@@ -113,7 +114,7 @@ def labels_by_uid(ws: Workspace, labels: Labels, label_column: str,
     table = read_table(Path(labels))
     for column in (key_column, label_column):
         if column not in table.column_names:
-            raise ValueError(f"{labels}: no column {column!r}; columns are {table.column_names}")
+            raise ConfigError(f"{labels}: no column {column!r}; columns are {table.column_names}")
     table = table.filter(pc.is_valid(table.column(label_column)))
     names = _uids_by_name(ws, key_column)
     return {uid: str(label)
@@ -126,7 +127,7 @@ def _uids_by_name(ws: Workspace, key_column: str) -> dict[str, list[str]]:
     """Name -> uids, where a name is a uid (``key_column="uid"``) or a source key (a key may
     name samples of several sources)."""
     if key_column not in ("uid", "key"):
-        raise ValueError(f"samples are named by 'uid' or 'key', not {key_column!r}")
+        raise ConfigError(f"samples are named by 'uid' or 'key', not {key_column!r}")
     out: dict[str, list[str]] = {}
     for _, part in ws.iter_parts(["uid", key_column] if key_column == "key" else ["uid"]):
         for uid, name in zip(part.column("uid").to_pylist(),
@@ -161,7 +162,7 @@ def classify(workspace: str | Path, images: Sequence[ImageInput], *, labels: Lab
     uids = searcher.space(space).loaded.ids.column("uid").combine_chunks()
     allowed = pc.is_in(uids, value_set=pa.array(list(by_uid), pa.string())).to_numpy(False)
     if not allowed.any():
-        raise ValueError("no indexed sample has a label: check --key-column and --label-column")
+        raise ConfigError("no indexed sample has a label: check --key-column and --label-column")
     out = []
     for image in images:
         hits = searcher.search(space, searcher.image_vector(load_image(image)), k,
@@ -208,9 +209,9 @@ def calibrate(workspace: str | Path, *, groups: Labels | None = None,
     >>> calibrate("ws", groups="corpus/truth.parquet").heldout.ece  # doctest: +SKIP
     """
     if (groups is None) == (pairs is None):
-        raise ValueError("give exactly one of groups and pairs")
+        raise ConfigError("give exactly one of groups and pairs")
     if not 0 < holdout < 1:
-        raise ValueError(f"holdout must be strictly between 0 and 1, got {holdout}")
+        raise ConfigError(f"holdout must be strictly between 0 and 1, got {holdout}")
     ws = Workspace.open(workspace)
     _, slug = _model(ws, model)
     space = space or _spaces(ws, slug)[-1]
@@ -249,7 +250,7 @@ def _group_scores(store: IndexStore, groups: dict[str, str],
     where, vectors = _positions(store)
     uids = [u for u in groups if u in where]
     if len(uids) < 2:
-        raise ValueError(f"only {len(uids)} indexed samples have a group; need at least two")
+        raise ConfigError(f"only {len(uids)} indexed samples have a group; need at least two")
     x = vectors(np.array([where[u] for u in uids]))
     i, j, same, population = cal.group_pairs(np.array([groups[u] for u in uids]), rng)
     return np.einsum("nd,nd->n", x[i], x[j]), same, population
@@ -261,7 +262,7 @@ def _pair_scores(store: IndexStore, path: Path,
     table = read_table(path)
     missing = {"a", "b", "same"} - set(table.column_names)
     if missing:
-        raise ValueError(f"{path}: a pairs table needs columns a, b and same; "
+        raise ConfigError(f"{path}: a pairs table needs columns a, b and same; "
                          f"missing {sorted(missing)}")
     where, vectors = _positions(store)
     names = {name: uids[0] for name, uids in _uids_by_name(store.ws, key_column).items()}
@@ -270,7 +271,7 @@ def _pair_scores(store: IndexStore, path: Path,
                                strict=True)]
     rows = [(where[a], where[b], s) for a, b, s in rows if a in where and b in where]
     if not rows:
-        raise ValueError(f"{path}: no pair names two indexed samples (by {key_column!r})")
+        raise ConfigError(f"{path}: no pair names two indexed samples (by {key_column!r})")
     i, j, same = (np.array(c) for c in zip(*rows, strict=True))
     return np.einsum("nd,nd->n", vectors(i), vectors(j)), same.astype(bool)
 

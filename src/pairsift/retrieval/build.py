@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import ConfigError
 from ..workspace import Workspace, WorkspaceError, atomic_write, part_name, write_table
 
 FLAT_MAX_ROWS = 50_000  # exact search stays under a few ms per query up to here
@@ -70,7 +71,7 @@ def parse_bytes(value: int | str) -> int:
         return value
     match = _SIZE.match(value)
     if not match:
-        raise ValueError(f"cannot read {value!r} as a size; write e.g. 512MiB or 2GB")
+        raise ConfigError(f"cannot read {value!r} as a size; write e.g. 512MiB or 2GB")
     unit = match.group(2).lower().rstrip("b")
     base = 1024 if unit.endswith("i") else 1000
     return int(float(match.group(1)) * base ** " kmgt".index(unit[:1] or " "))
@@ -99,7 +100,7 @@ def choose_index(n: int, d: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> 
     m = max((m for m in range(1, d // 2 + 1) if d % m == 0 and m * n <= memory_budget),
             default=0)
     if m == 0:
-        raise ValueError(f"a memory budget of {memory_budget:,} bytes cannot hold {n:,} vectors "
+        raise ConfigError(f"a memory budget of {memory_budget:,} bytes cannot hold {n:,} vectors "
                          f"even at one byte each; raise the budget")
     return IndexChoice("ivf", f"PQ{m}", nlist)
 
@@ -248,7 +249,7 @@ class WorkspaceVectors:
 def training_sample(store: IndexStore, parts: list[int], size: int,
                     rng: np.random.Generator) -> np.ndarray:
     """About ``size`` vectors drawn evenly from every part (one part in memory at a time)."""
-    rows = {p: store.ws.manifest["parts"][str(p)]["rows"] for p in parts}
+    rows = {p: store.ws.part_rows(p) for p in parts}
     fraction = min(1.0, size / max(sum(rows.values()), 1))
     chunks = []
     for part in parts:
@@ -307,7 +308,7 @@ def build_space(store: IndexStore, *, memory_budget: int = DEFAULT_MEMORY_BUDGET
         store.write_part(part, encode(trained, vectors), ids)
         meta["parts"][str(part)] = len(rows)
         store.write_meta(meta)
-        advance(ws.manifest["parts"][str(part)]["rows"])
+        advance(ws.part_rows(part))
     return SpaceBuild(store.space, IndexChoice(**meta["choice"]).factory,
                       sum(meta["parts"].values()), len(todo), len(parts) - len(todo), rebuilt,
                       meta["nprobe"], meta["recall_at_10"])

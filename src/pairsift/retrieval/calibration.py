@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize, special, stats
 
+from ..errors import ConfigError
 from ..workspace import atomic_write
 
 MIN_POSITIVES = 50
@@ -169,14 +170,14 @@ def fit(scores: np.ndarray, same: np.ndarray, *, method: str = "kde",
         prior: float | None = None) -> Calibration:
     """Fit ``method`` on labelled pair scores (Platt below MIN_POSITIVES same pairs)."""
     if method not in METHODS:
-        raise ValueError(f"unknown calibration method {method!r}; choose one of {METHODS}")
+        raise ConfigError(f"unknown calibration method {method!r}; choose one of {METHODS}")
     scores, same = np.asarray(scores, np.float64), np.asarray(same, bool)
     pos, neg = int(same.sum()), int((~same).sum())
     if pos == 0 or neg == 0:
-        raise ValueError(f"calibration needs both same and different pairs; got {pos} same "
+        raise ConfigError(f"calibration needs both same and different pairs; got {pos} same "
                          f"and {neg} different")
     if prior is not None and not 0 < prior < 1:
-        raise ValueError(f"the prior must be strictly between 0 and 1, got {prior}")
+        raise ConfigError(f"the prior must be strictly between 0 and 1, got {prior}")
     used, note = method, None
     if method != "platt" and pos < MIN_POSITIVES:
         used = "platt"

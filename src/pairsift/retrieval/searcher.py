@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from PIL import Image
 
+from ..errors import ConfigError
 from ..models import ImageTextEncoder, load_encoder, model_slug
 from ..models.base import encode_images
 from ..workspace import Workspace
@@ -68,53 +70,71 @@ class SpaceIndex:
 
 
 class Decisions:
-    """Drop reasons per uid from the current decisions, re-read when their files change."""
+    """The current decisions' drop reasons as one bitmask per sample (a bit per reason),
+    per part: a few bytes per sample, re-read when a decision run changes."""
 
     def __init__(self, ws: Workspace):
         self.ws = ws
-        self.version: tuple = ()
-        self._reasons: dict[str, list[str]] = {}
+        self.version: tuple | None = None
+        self._reasons: list[str] = []
+        self._bits: dict[int, np.ndarray] = {}
         self.refresh()
 
     def refresh(self) -> tuple:
-        files = sorted((self.ws.root / "decisions").glob("*.parquet"))
-        version = tuple((f.name, f.stat().st_mtime_ns) for f in files)
+        self.ws.refresh()
+        stages = self.ws.decision_stages()
+        version = (tuple(self.ws.part_ids()), *((s, self.ws.current_run(s)) for s in stages))
         if version != self.version:
-            table = self.ws.decisions()
-            drops = table.filter(pc.equal(table.column("verdict"), "drop"))
-            reasons: dict[str, list[str]] = {}
-            for uid, reason in zip(drops.column("uid").to_pylist(),
-                                   drops.column("reason").to_pylist(), strict=True):
-                reasons.setdefault(uid, []).append(reason)
-            self._reasons, self.version = reasons, version
+            reasons: list[str] = []
+            bits = {}
+            for part in self.ws.part_ids():
+                mask = np.zeros(self.ws.part_rows(part), np.uint64)
+                for stage in stages:
+                    path = self.ws.decision_path(stage, self.ws.current_run(stage), part)
+                    if not path.exists():  # a part added since the stage ran: undecided
+                        continue
+                    table = pq.read_table(path, columns=["verdict", "reason"])
+                    drop = pc.equal(table.column("verdict"), "drop").to_numpy(
+                        zero_copy_only=False)
+                    for reason in pc.unique(table.column("reason").filter(drop)).to_pylist():
+                        if reason not in reasons:
+                            reasons.append(reason)
+                        chosen = drop & pc.equal(table.column("reason"), reason).to_numpy(
+                            zero_copy_only=False)
+                        mask[chosen] |= np.uint64(1) << np.uint64(reasons.index(reason))
+                bits[part] = mask
+            self._reasons, self._bits, self.version = reasons, bits, version
         return version
 
-    def reasons(self, uid: str) -> list[str]:
-        return self._reasons.get(uid, [])
+    def reasons(self, part: int, row: int) -> list[str]:
+        bits = int(self._bits[part][row])
+        return [r for i, r in enumerate(self._reasons) if bits >> i & 1]
 
     def all_reasons(self) -> list[str]:
-        return sorted({r for rs in self._reasons.values() for r in rs})
+        return sorted(self._reasons)
 
-    def mask(self, uids: pa.Array, verdict: str, reason: str | None) -> np.ndarray | None:
-        """Which uids pass the verdict and reason filters (None: all of them)."""
+    def mask(self, ids: pa.Table, verdict: str, reason: str | None) -> np.ndarray | None:
+        """Which index positions pass the verdict and reason filters (None: all of them)."""
         if verdict == "all" and reason is None:
             return None
-        dropped = self._is_in(uids, list(self._reasons))
-        mask = {"all": np.ones(len(uids), bool), "kept": ~dropped, "dropped": dropped}[verdict]
+        parts = ids.column("part").to_numpy()
+        rows = ids.column("row").to_numpy()
+        bits = np.zeros(len(parts), np.uint64)
+        for part in np.unique(parts):
+            at = parts == part
+            bits[at] = self._bits[int(part)][rows[at]]
+        dropped = bits != 0
+        mask = {"all": np.ones(len(bits), bool), "kept": ~dropped, "dropped": dropped}[verdict]
         if reason is not None:
-            mask &= self._is_in(uids, [u for u, rs in self._reasons.items() if reason in rs])
+            mask &= (bits >> np.uint64(self._reasons.index(reason)) & np.uint64(1)) != 0
         return mask
-
-    @staticmethod
-    def _is_in(uids: pa.Array, members: list[str]) -> np.ndarray:
-        return pc.is_in(uids, value_set=pa.array(members, pa.string())).to_numpy(False)
 
 
 def check_filters(k: int, verdict: str) -> None:
     if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+        raise ConfigError(f"k must be at least 1, got {k}")
     if verdict not in VERDICTS:
-        raise ValueError(f"unknown verdict filter {verdict!r}; choose one of {VERDICTS}")
+        raise ConfigError(f"unknown verdict filter {verdict!r}; choose one of {VERDICTS}")
 
 
 class Searcher:
@@ -123,7 +143,7 @@ class Searcher:
     def __init__(self, workspace: str | Path | Workspace, *, model: str | None = None,
                  device: str = "cpu"):
         self.ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
-        self.model = model or self.ws.run_config("embed")["model"]
+        self.model = model or self.ws.current_model()
         self.slug = model_slug(self.model)
         self.device = device
         self.decisions = Decisions(self.ws)
@@ -167,7 +187,7 @@ class Searcher:
                     reason: str | None = None) -> list[Hit]:
         check_filters(k, verdict)
         if not text.strip():
-            raise ValueError("the text query is empty")
+            raise ConfigError("the text query is empty")
         return self.search(TEXT_SPACE, self.text_vector(text), k, verdict, reason)
 
     def search_image(self, image: Image.Image, k: int = 10, verdict: str = "all",
@@ -195,14 +215,13 @@ class Searcher:
               reason: str | None) -> np.ndarray | None:
         version = self.decisions.refresh()
         if reason is not None and reason not in self.decisions.all_reasons():
-            raise ValueError(f"no decision drops a sample for reason {reason!r}; reasons: "
+            raise ConfigError(f"no decision drops a sample for reason {reason!r}; reasons: "
                              f"{self.decisions.all_reasons()}")
         if version != self._masks_version:
             self._masks, self._masks_version = {}, version
         key = (space, verdict, reason)
         if key not in self._masks:
-            uids = index.loaded.ids.column("uid").combine_chunks()
-            self._masks[key] = self.decisions.mask(uids, verdict, reason)
+            self._masks[key] = self.decisions.mask(index.loaded.ids, verdict, reason)
         return self._masks[key]
 
     def _hit(self, rank: int, ids: pa.Table, position: int, score: float,
@@ -210,7 +229,7 @@ class Searcher:
         uid = ids.column("uid")[position].as_py()
         part, row = ids.column("part")[position].as_py(), ids.column("row")[position].as_py()
         details = self._part(part)
-        reasons = self.decisions.reasons(uid)
+        reasons = self.decisions.reasons(part, row)
         return Hit(rank, uid, score, None if confidence is None else float(confidence),
                    details.column("key")[row].as_py(), details.column("caption")[row].as_py(),
                    "drop" if reasons else "keep", reasons, part, row)

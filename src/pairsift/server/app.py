@@ -274,7 +274,7 @@ def create_app(workspace: str | Path, *, model: str | None = None, device: str =
         row = locations.row(uid)
         if row is None:
             raise HTTPException(404, f"no sample with uid {uid}")
-        options = searcher.ws.manifest["sources"].get(row["source"], {}).get("options", {})
+        options = searcher.ws.sources().get(row["source"], {}).get("options", {})
         try:
             return _thumbnail(row, options.get("image_column"))
         except (ImageDecodeError, OSError) as exc:

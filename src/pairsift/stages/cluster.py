@@ -9,12 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import faiss
 import numpy as np
-import torch
+import pyarrow as pa
 
-Device = str | torch.device
+from ..engine.views import Collection, embedded_rows
+from ..errors import WorkspaceError
+from ..lazy import lazy
+from ..params import Param
+from ..stage import GlobalStage, PartOutput, register
+
+torch = lazy("torch")  # imported on first use: the CLI starts without torch
+Device = str  # "cpu", "cuda", "cuda:1" (or a torch.device)
 
 DEFAULT_TARGET_CLUSTER_SIZE = 1000
 """Mean items per cluster when k is not given. SemDeDup used 50,000 clusters for 440M items
@@ -107,7 +115,7 @@ class KMeansModel:
     def assign(
         self,
         X: np.ndarray,
-        chunk_size: int = 65_536,
+        chunk_size: int | None = None,
         device: Device = "cpu",
         progress: Callable[[int, int], None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -116,9 +124,11 @@ class KMeansModel:
         Spherical: nearest = max inner product (faiss IndexFlatIP). L2: nearest = min squared
         L2 to the raw centroid. The distance is always to the *normalised* centroid, as SemDeDup
         and NeMo rank by it (docs/algorithms.md §1.2 step 3, §2.1); with PCA, in the PCA space.
-        Rows are streamed in chunks, so `X` may be a float16 memmap larger than RAM.
+        Rows are streamed in chunks, so `X` may be a float16 memmap larger than RAM; by default
+        a chunk's rows × centroids score matrix takes about 256 MiB, whatever k.
         """
         n = len(X)
+        chunk_size = chunk_size or int(np.clip(2**26 // max(self.k, 1), 1024, 65_536))
         C = torch.as_tensor(self.centroids, device=device)
         Cn = C / torch.linalg.vector_norm(C, dim=1, keepdim=True).clamp_min(1e-30)
         sq = (C * C).sum(1)
@@ -160,7 +170,7 @@ def fit_kmeans(
     if not 1 <= k <= m:
         raise ValueError(f"need 1 <= k <= training rows, got k={k}, rows={m}")
     rows = np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False))
-    sample = unit_rows(X[rows]).numpy()
+    sample = _unit_sample(X[rows])
     pca_matrix = pca_bias = None
     if pca_dim is not None:
         pca = faiss.PCAMatrix(sample.shape[1], pca_dim)
@@ -168,7 +178,8 @@ def fit_kmeans(
         pca_matrix = faiss.vector_to_array(pca.A).reshape(pca_dim, -1).astype(np.float32)
         pca_bias = faiss.vector_to_array(pca.b).astype(np.float32)
     model = KMeansModel(np.zeros((0, 0), np.float32), spherical, pca_matrix, pca_bias)
-    sample = model.project(sample).numpy()
+    if pca_dim is not None:  # without PCA the sample is already in the clustering space
+        sample = model.project(sample).numpy()
     km = faiss.Kmeans(
         sample.shape[1], k, niter=niter, seed=seed, spherical=spherical, verbose=verbose,
         min_points_per_centroid=1, max_points_per_centroid=max(POINTS_PER_CENTROID, -(-m // k)),
@@ -178,8 +189,104 @@ def fit_kmeans(
     return KMeansModel(km.centroids.astype(np.float32), spherical, pca_matrix, pca_bias)
 
 
+def _unit_sample(rows: np.ndarray) -> np.ndarray:
+    """The training rows as unit float32, normalised in place: the sample (up to
+    MAX_TRAIN_SIZE rows) is k-means' largest allocation, so it is never held twice."""
+    sample = np.array(rows, dtype=np.float32)
+    norms = np.linalg.norm(sample, axis=1)
+    bad = ~np.isfinite(norms) | (norms == 0)
+    if bad.any():
+        raise ValueError(f"embedding row {int(np.flatnonzero(bad)[0])} has zero or non-finite "
+                         "norm")
+    sample /= norms[:, None]
+    return sample
+
+
 def cluster_members(labels: np.ndarray) -> dict[int, np.ndarray]:
-    """Row indices per cluster id (ascending rows), to feed per-cluster dedup."""
+    """Row indices per cluster id (ascending rows), to feed per-cluster dedup; int32 while
+    the rows fit, so the index costs 4 bytes a sample."""
     order = np.argsort(labels, kind="stable")
+    if len(labels) < 2**31:
+        order = order.astype(np.int32)
     ids, starts = np.unique(labels[order], return_index=True)
     return {int(c): rows for c, rows in zip(ids, np.split(order, starts[1:]), strict=True)}
+
+
+# -- stage --------------------------------------------------------------------------------------
+class _Rows:
+    """The rows of ``source`` at ``index``, addressed as a matrix (a view without copying)."""
+
+    def __init__(self, source: Any, index: np.ndarray):
+        self._source, self._index = source, index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        return self._source[self._index[rows]]
+
+
+def image_space(ws: Any, model: str) -> str:
+    """The visual space when the model has one (image-image similarity), else the joint one."""
+    from ..models import model_slug
+
+    return "visual" if ws.models().get(model_slug(model), {}).get("visual_dim") else "image"
+
+
+@register
+class Cluster(GlobalStage):
+    """faiss k-means on the image embeddings, trained on a sample, assigned part by part:
+    a cluster id and the cosine distance to its centroid per sample. A sample without an
+    embedding (its image failed at embed) gets cluster -1 and is left out of dedup."""
+
+    name = "cluster"
+    reads_embeddings = True
+    params = (
+        Param("k", int, None, "Number of clusters (default: about target_size samples each).",
+              low=1),
+        Param("target_size", int, DEFAULT_TARGET_CLUSTER_SIZE, "Mean cluster size when k is "
+                                                               "not given.", low=1),
+        Param("pca_dim", int, None, "Reduce to this many dimensions first.", low=1),
+        Param("spherical", bool, True, "Cosine (spherical) k-means."),
+        Param("niter", int, 100, "k-means iterations.", low=1),
+        Param("seed", int, 1234, "Sampling and k-means seed."),
+        Param("device", str, "cpu", "cpu | cuda", runtime=True),
+    )
+
+    def extra_inputs(self, ws: Any) -> dict[str, Any]:
+        return {"space": image_space(ws, self.options.get("model") or ws.current_model())}
+
+    def plan(self, data: Collection) -> list[str]:
+        return ["fit"]
+
+    def run_task(self, data: Collection, task: str) -> dict[str, np.ndarray]:
+        space = data.inputs["space"]
+        valid = np.flatnonzero(data.has_embedding(space)).astype(np.int32 if data.n < 2**31
+                                                                   else np.int64)
+        if not len(valid):
+            raise WorkspaceError(f"{data.ws.root}: no sample has an embedding to cluster")
+        k = self["k"] or choose_k(len(valid), self["target_size"])
+        model = fit_kmeans(_Rows(data.embeddings(space), valid), min(k, len(valid)),
+                           spherical=self["spherical"], niter=self["niter"], seed=self["seed"],
+                           pca_dim=self["pca_dim"])
+        return model.to_arrays()
+
+    def combine(self, data: Collection, results: Any) -> dict[str, Any]:
+        model = KMeansModel.from_arrays(next(iter(results)))
+        return {"model": model, "sizes": np.zeros(model.k, np.int64), "missing": 0}
+
+    def part_output(self, data: Collection, state: dict[str, Any], part: int) -> PartOutput:
+        X = data.part(part).embeddings(data.inputs["space"])
+        valid = embedded_rows(X)
+        labels = np.full(len(X), -1, np.int32)
+        dist = np.full(len(X), np.nan, np.float32)
+        if valid.any():
+            rows = X if valid.all() else np.asarray(X)[valid]  # a memmap is read in chunks
+            labels[valid], dist[valid] = state["model"].assign(rows, device=self["device"])
+        state["sizes"] += np.bincount(labels[valid], minlength=state["model"].k)
+        state["missing"] += int((~valid).sum())
+        return PartOutput(signals=pa.table({"cluster": labels, "dist_to_centroid": dist}))
+
+    def summarize(self, data: Collection, state: dict[str, Any]) -> dict[str, Any]:
+        return {"k": state["model"].k, "space": data.inputs["space"], "sizes": state["sizes"],
+                "without_embedding": state["missing"]}

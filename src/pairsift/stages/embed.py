@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from typing import Any
 
+import numpy as np
+
+from ..engine.views import Collection, PartData
 from ..io.images import decode_image
+from ..lazy import lazy
+from ..models import load_encoder, model_slug
 from ..models.base import ImageTextEncoder
+from ..params import Param
+from ..stage import MapStage, PartOutput, Sample, register
+
+torch = lazy("torch")  # imported on first use: the CLI starts without torch
 
 # Decode JPEGs at reduced DCT scale, still at least twice the model's input size.
 DRAFT_SIZE = (448, 448)
@@ -26,3 +34,63 @@ def embed_texts(encoder: ImageTextEncoder, captions: list[str | None],
         rows = present[start:start + batch_size]
         out[rows] = encoder.encode_texts([captions[i] for i in rows])
     return out
+
+
+@register
+class Embed(MapStage):
+    """Embed images and captions; resumes where a killed run stopped.
+
+    Each image gets the model's joint image–text embedding and, when the model has one, a
+    visual embedding for image–image similarity; each caption a text embedding. Stored as
+    float16, rows aligned with the part. A sample whose image no longer decodes gets zero rows
+    and an error row; later stages leave it out.
+    """
+
+    name = "embed"
+    columns = ("caption",)
+    needs_image = True
+    per_sample = True
+    params = (
+        Param("model", str, "default", "'default' (offline) or 'open_clip:ARCH/PRETRAINED'."),
+        Param("device", str, "cpu", "cpu | cuda | cuda:N", runtime=True),
+        Param("batch_size", int, 64, "Images per forward pass.", low=1, runtime=True),
+        Param("threads", int, None, "Decode threads.", low=1, runtime=True),
+    )
+
+    def check(self) -> None:
+        model_slug(self["model"])  # an unknown model name fails here, before any write
+
+    def setup(self, inputs: dict[str, Any]) -> None:
+        self.encoder = load_encoder(self["model"], self["device"])
+
+    def prepare(self, sample: Sample) -> Any:
+        return prepare_image(self.encoder, sample.data)
+
+    def process(self, items: list[Any]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        out = self.encoder.embed_pixels(torch.stack(items))
+        visual = out.visual if out.visual is not None else [None] * len(items)
+        return list(zip(out.joint, visual, strict=True))
+
+    def assemble(self, part: PartData, results: list[Any] | None) -> PartOutput:
+        n, encoder = part.num_rows, self.encoder
+        arrays = {"text": embed_texts(encoder, part.column("caption").to_pylist())}
+        if encoder.visual_dim:
+            arrays["visual"] = np.zeros((n, encoder.visual_dim), np.float32)
+        arrays["image"] = np.zeros((n, encoder.dim), np.float32)  # written last: the marker
+        for i, result in enumerate(results or []):
+            if result is not None:
+                arrays["image"][i] = result[0]
+                if encoder.visual_dim:
+                    arrays["visual"][i] = result[1]
+        return PartOutput(embeddings=arrays, embeddings_model=model_slug(self["model"]))
+
+    def part_done(self, part: PartData) -> bool:
+        return part.ws.has_embeddings(model_slug(self["model"]), ["image"], part.part)
+
+    def summarize(self, data: Collection) -> dict[str, Any]:
+        details: dict[str, Any] = {"model": self["model"]}
+        encoder = getattr(self, "encoder", None)
+        if encoder is not None:
+            details["models"] = {model_slug(self["model"]): {
+                "name": self["model"], "dim": encoder.dim, "visual_dim": encoder.visual_dim}}
+        return details

@@ -8,15 +8,27 @@ so pruning does not erase the minority further.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
-import torch
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from pairsift.stages.cluster import Device, unit_rows
-from pairsift.stages.semdedup import DEFAULT_BLOCK, _over, threshold
+from ..engine.views import Collection
+from ..errors import SourceError
+from ..io.tables import pick_column, read_table
+from ..lazy import lazy
+from ..params import Param
+from ..stage import Decisions, PartOutput, fail, register
+from ..uids import uid_strings
+from .cluster import Device, unit_rows
+from .semdedup import DEFAULT_BLOCK, ClusterDedup, _over, default_eps, threshold
+
+torch = lazy("torch")  # imported on first use: the CLI starts without torch
 
 DEFAULT_TEMPLATES = (
     "a photo of a {} person.",
@@ -203,3 +215,156 @@ def fairdedup_cluster(
         remove[keep] = False
         kept_sum += scores[keep]
     return FairDedupResult(remove, neighbourhood, because, top_group, r_cluster)
+
+
+# -- stage --------------------------------------------------------------------------------------
+@dataclass
+class Retention:
+    """Samples of a subgroup kept by SemDeDup's choice and by FairDeDup's, same neighbourhoods."""
+
+    group: str
+    samples: int
+    kept_semdedup: int
+    kept_fairdedup: int
+
+
+@register
+class DedupFair(ClusterDedup):
+    """FairDeDup: SemDeDup's duplicates, keeping the member of the cluster's least-represented
+    subgroup. Subgroups come from text prompts (``subgroups``) or a labels table (``labels``)."""
+
+    name = "dedup-fair"
+    params = (
+        Param("subgroups", list, None, "Subgroup names for prompt prototypes, e.g. "
+                                       "'man,woman'.", aliases=("groups",)),
+        Param("templates", list, None, "Prompt templates with {} for a subgroup name."),
+        Param("labels", Path, None, "Table with a uid or key column and a label column."),
+        Param("label_column", str, "subgroup", "Label column of labels."),
+        Param("eps", float, None, "Duplicate if cosine > 1 − eps (default: the model's).",
+              low=0, high=1, closed="neither"),
+        Param("dynamic", bool, False, "Measure representation over kept items."),
+        Param("relevance_gate", float, None, "Fall back to SemDeDup's choice below this "
+                                             "prototype similarity."),
+        Param("order", str, "hard", "Ranking inside a cluster (as dedup-semantic).",
+              choices=("hard", "easy", "random", "quality")),
+        Param("block", int, DEFAULT_BLOCK, "Columns per similarity block.", low=1,
+              runtime=True),
+        Param("device", str, "cpu", "cpu | cuda", runtime=True),
+        Param("threads", int, None, "Clusters processed in parallel.", low=1, runtime=True),
+    )
+
+    def check(self) -> None:
+        if (self["subgroups"] is None) == (self["labels"] is None):
+            fail("dedup-fair needs subgroups (--subgroups, text prompts) or labels (--labels, "
+                 "a table), one of the two")
+
+    def extra_inputs(self, ws: Any) -> dict[str, Any]:
+        inputs = super().extra_inputs(ws)
+        if self["labels"] is not None:
+            path = Path(self["labels"])
+            if not path.is_file():
+                raise SourceError(f"{path}: no such labels table")
+            inputs["labels"] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        return inputs
+
+    def plan(self, data: Collection) -> list[list[int]]:
+        if self["subgroups"] is not None:
+            from ..models import load_encoder
+
+            self._names = list(self["subgroups"])
+            encoder = load_encoder(data.model, self["device"])
+            self._prototypes = text_prototypes(encoder.encode_texts, self._names,
+                                               tuple(self["templates"] or DEFAULT_TEMPLATES))
+            self._label_ids = None
+        else:
+            self._names, self._label_ids = _label_ids(data, Path(self["labels"]),
+                                                      self["label_column"])
+            self._prototypes = None
+        return super().plan(data)
+
+    def run_task(self, data: Collection, clusters: list[int]) -> dict[str, np.ndarray]:
+        space = data.inputs["space"]
+        rows, joint = data.embeddings(space), data.embeddings("image")
+        eps = self["eps"] or default_eps(data.model)
+        columns: dict[str, list[np.ndarray]] = {k: [] for k in ("row", "remove", "seed",
+                                                                "subgroup", "because")}
+        for c in clusters:
+            ranked = self.ranked(data, self._members[c])
+            text_space = self._prototypes is not None and space != "image"
+            result = fairdedup_cluster(
+                rows[ranked], eps, self._prototypes,
+                labels=None if self._label_ids is None else self._label_ids[ranked],
+                prototype_space=joint[ranked] if text_space else None,
+                dynamic=self["dynamic"], relevance_gate=self["relevance_gate"],
+                block=self["block"], device=self["device"])
+            for name, values in (("row", ranked), ("remove", result.remove),
+                                 ("seed", ranked[result.neighbourhood]),
+                                 ("subgroup", result.group_of_max_prototype),
+                                 ("because", result.kept_because)):
+                columns[name].append(values)
+        return {k: np.concatenate(v) for k, v in columns.items()}
+
+    def combine(self, data: Collection, results: Any) -> dict[str, Any]:
+        n = data.n
+        state = {"remove": np.zeros(n, bool), "seed": np.arange(n),
+                 "subgroup": np.full(n, -1, np.int32), "because": np.full(n, -1, np.int32)}
+        for result in results:
+            for name, values in state.items():
+                values[result["row"]] = result[name]
+        kept = np.flatnonzero(~state["remove"])
+        kept_of_seed = np.full(n, -1, np.int64)
+        kept_of_seed[state["seed"][kept]] = kept  # one survivor per neighbourhood
+        state["kept_of"] = kept_of_seed[state["seed"]]
+        state["eps"] = self["eps"] or default_eps(data.model)
+        return state
+
+    def part_output(self, data: Collection, state: dict[str, Any], part: int) -> PartOutput:
+        rows = data.rows_of(part)
+        codes = data.uid_codes()
+        subgroup = self._name_of(state["subgroup"][rows])
+        because = self._name_of(state["because"][rows])
+        return PartOutput(
+            signals=pa.table({"subgroup": subgroup,
+                              "neighbourhood": uid_strings(codes[state["seed"][rows]]),
+                              "kept_for_group": because}),
+            decisions=Decisions(state["remove"][rows], self.reason, {
+                "of": uid_strings(codes[state["kept_of"][rows]]), "eps": state["eps"],
+                "kept_for_group": because, "subgroup": subgroup}))
+
+    def _name_of(self, groups: np.ndarray) -> pa.Array:
+        names = pa.array(self._names, pa.string())
+        return names.take(pa.array(np.where(groups >= 0, groups, 0),
+                                   mask=groups < 0, type=pa.int64()))
+
+    def summarize(self, data: Collection, state: dict[str, Any]) -> dict[str, Any]:
+        """Per subgroup retention: FairDeDup vs SemDeDup's choice (each neighbourhood's
+        first-ranked member) on the same neighbourhoods, hence the same prune rate."""
+        subgroup, remove = state["subgroup"], state["remove"]
+        semdedup_kept = state["seed"] == np.arange(data.n)
+        retention = [Retention(name, int(np.sum(subgroup == g)),
+                               int(np.sum(semdedup_kept & (subgroup == g))),
+                               int(np.sum(~remove & (subgroup == g))))
+                     for g, name in enumerate(self._names)]
+        return {"eps": state["eps"], "retention": retention, **self.counts(data)}
+
+
+def _label_ids(data: Collection, path: Path, column: str) -> tuple[list[str], np.ndarray]:
+    """Subgroup names and one label index per row (−1: unlabelled), by an Arrow join of the
+    table's ``uid`` or ``key`` column with each part's."""
+    table = read_table(path)
+    label_col = pick_column(table, column, (), "label", path)
+    key_col = pick_column(table, None, ("uid", "key"), "uid or key", path)
+    keys = table.column(key_col).cast(pa.string())
+    labels = table.column(label_col).cast(pa.string())
+    names = sorted(pc.unique(labels.drop_null()).to_pylist())
+    ids = pc.index_in(labels, pa.array(names, pa.string())).fill_null(-1)
+    out = np.full(data.n, -1, np.int32)
+    for part in data.parts:
+        where = pc.index_in(data.ws.read_part(part, [key_col]).column(key_col), keys)
+        found = ids.take(where.fill_null(0)).to_numpy(zero_copy_only=False)
+        out[data.rows_of(part)] = np.where(where.is_valid().to_numpy(zero_copy_only=False),
+                                           found, -1)
+    if (out < 0).all():
+        raise SourceError(f"{path}: no {key_col} in the table matches a sample of "
+                          f"{data.ws.root}")
+    return names, out

@@ -27,6 +27,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from math import comb, expm1
+from typing import Any
 
 import faiss
 import imagehash
@@ -36,6 +37,13 @@ import pyarrow.compute as pc
 from PIL import Image
 from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
+
+from ..engine.views import Collection, PartData
+from ..io.images import decode_image
+from ..params import Param
+from ..stage import Decisions, GlobalStage, MapStage, PartOutput, Sample, register
+from ..uids import UID_DTYPE, uid_codes, uid_strings
+from .keep import earlier_dedup, excluded, keep_rank
 
 PHASH_MAX_DISTANCE: int = 4
 DHASH_MAX_DISTANCE: int = 6
@@ -78,18 +86,23 @@ def _to_int64(h: imagehash.ImageHash) -> int:
 
 
 def exact_duplicates(
-    keys: Sequence[str] | pa.Array | pa.ChunkedArray, priority: np.ndarray | None = None
+    keys: Sequence[str] | pa.Array | pa.ChunkedArray | np.ndarray,
+    priority: np.ndarray | None = None,
 ) -> np.ndarray:
     """Index of the kept member of each item's group of equal keys (its own index if kept).
 
     Rule: the kept member has the highest ``priority`` (e.g. CLIP score; NaN counts as
-    lowest); ties, or no priority, go to the lowest index — the pipeline passes items sorted
-    by uid, so the lowest uid. Linear hashing (Arrow) plus one sort; int64 result.
+    lowest); ties, or no priority, go to the lowest index. ``keys`` are strings (hashed by
+    Arrow) or a numpy array (e.g. 16-byte hash prefixes, grouped by one sort); int64 result.
     """
-    arr = keys if isinstance(keys, (pa.Array, pa.ChunkedArray)) else pa.array(keys, pa.string())
-    if arr.null_count:
-        raise ValueError("keys must not contain nulls")
-    groups = pc.index_in(arr, value_set=pc.unique(arr)).to_numpy().astype(np.int64)
+    if isinstance(keys, np.ndarray):
+        groups = np.unique(keys, return_inverse=True)[1].astype(np.int64).reshape(-1)
+    else:
+        arr = keys if isinstance(keys, pa.Array | pa.ChunkedArray) else pa.array(keys,
+                                                                                 pa.string())
+        if arr.null_count:
+            raise ValueError("keys must not contain nulls")
+        groups = pc.index_in(arr, value_set=pc.unique(arr)).to_numpy().astype(np.int64)
     return _kept_per_group(groups, _priority_order(len(groups), priority))
 
 
@@ -209,13 +222,14 @@ def near_duplicates(
     pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
     priority: np.ndarray | None = None,
     *,
+    rank: np.ndarray | None = None,
     transitive: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Kept member (int64[n]) of each item and its Hamming distance to it (int32[n]).
 
     ``pairs`` is ``(i, j, distance)`` as from ``hamming_pairs``. Ranking as in
-    ``exact_duplicates``: highest priority, then lowest index. Kept items map to themselves
-    with distance 0.
+    ``exact_duplicates``: highest priority, then lowest index; or ``rank`` (0 best), a ranking
+    made elsewhere. Kept items map to themselves with distance 0.
 
     - ``transitive=True``: groups are the connected components of the pair graph; each keeps
       its best-ranked member. The distance is reported when the item and its kept member form
@@ -225,20 +239,31 @@ def near_duplicates(
       Chains keep more: in a–b–c with b ranked last, a and c both stay.
     """
     i, j, dist = _check_pairs(n, pairs)
-    order = _priority_order(n, priority)
+    if rank is None:
+        rank = _ranks(_priority_order(n, priority))
     if transitive:
-        return _component_kept(n, i, j, dist, order)
-    return _better_neighbour_kept(n, i, j, dist, _ranks(order))
+        return _component_kept(n, i, j, dist, rank)
+    return _better_neighbour_kept(n, i, j, dist, rank)
 
 
 def _component_kept(
-    n: int, i: np.ndarray, j: np.ndarray, dist: np.ndarray, order: np.ndarray
+    n: int, i: np.ndarray, j: np.ndarray, dist: np.ndarray, rank: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Best-ranked member of each connected component; distance if a direct pair, else −1."""
-    graph = coo_array((np.ones(len(i), np.int8), (i, j)), shape=(n, n))  # sparse: O(pairs)
+    """Best-ranked member of each connected component; distance if a direct pair, else −1.
+
+    Only the items in some pair form the graph (a few per cent of a collection), so the
+    memory beyond the two results grows with the pairs, not with ``n``.
+    """
+    kept, distance = np.arange(n, dtype=np.int64), np.zeros(n, np.int32)
+    if not len(i):
+        return kept, distance
+    nodes, ends = np.unique(np.concatenate([i, j]), return_inverse=True)
+    graph = coo_array((np.ones(len(i), np.int8), (ends[:len(i)], ends[len(i):])),
+                      shape=(len(nodes), len(nodes)))
     _, groups = connected_components(graph, directed=False)
-    kept = _kept_per_group(groups.astype(np.int64), order)
-    distance = np.where(kept == np.arange(n), 0, -1).astype(np.int32)
+    order = np.argsort(rank[nodes], kind="stable")
+    kept[nodes] = nodes[_kept_per_group(groups.astype(np.int64), order)]
+    distance[nodes] = np.where(kept[nodes] == nodes, 0, -1)
     for a, b in ((i, j), (j, i)):
         direct = kept[a] == b
         distance[a[direct]] = dist[direct]
@@ -295,3 +320,155 @@ def _kept_per_group(groups: np.ndarray, order: np.ndarray) -> np.ndarray:
     best = np.full(groups.max() + 1, len(groups), np.int64)
     np.minimum.at(best, groups, _ranks(order))
     return order[best[groups]]
+
+
+# -- stages -------------------------------------------------------------------------------------
+@register
+class Hashes(MapStage):
+    """Pixel sha256, pHash and dHash of every image (run by the hash dedup stages)."""
+
+    name = "hashes"
+    needs_image = True
+    per_sample = True
+    auto = True
+    params = (Param("threads", int, None, "Decode threads.", low=1, runtime=True),)
+
+    def prepare(self, sample: Sample) -> ImageHashes:
+        return image_hashes(decode_image(sample.data).image)
+
+    def assemble(self, part: PartData, results: list[ImageHashes | None] | None) -> PartOutput:
+        rows = results or []
+        return PartOutput(signals=pa.table({
+            "pixel_sha256": pa.array([h and h.pixel_sha256 for h in rows], pa.string()),
+            "phash": pa.array([h and h.phash for h in rows], pa.int64()),
+            "dhash": pa.array([h and h.dhash for h in rows], pa.int64()),
+        }))
+
+
+class _HashDedup(GlobalStage):
+    """Shared by exact and perceptual dedup: ``combine`` returns the kept row of every row
+    plus per-row evidence arrays; decisions follow per part."""
+
+    requires = ("hashes",)
+
+    def dependencies(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return self.requires, ("score", *earlier_dedup(self.name))
+
+    def part_output(self, data: Collection, state: dict[str, np.ndarray],
+                    part: int) -> PartOutput:
+        rows = data.rows_of(part)
+        kept = state["kept"][rows]
+        evidence = {"of": uid_strings(data.uid_codes()[kept]), **self.evidence(state, rows)}
+        own = np.arange(rows.start, rows.stop)
+        return PartOutput(decisions=Decisions(kept != own, self.reason, evidence))
+
+    def evidence(self, state: dict[str, np.ndarray], rows: slice) -> dict[str, Any]:
+        return {}
+
+    @staticmethod
+    def kept_among(rank: np.ndarray, candidates: np.ndarray | None, group: Any) -> np.ndarray:
+        """Kept row of every row: ``group(rows, rank)`` picks among the rows no earlier dedup
+        stage dropped (``rows``: None for all of them; ``rank``: the keep-policy rank, computed
+        before the hashes are read, which keeps the peak lower); the others keep
+        themselves."""
+        if candidates is None:
+            return group(None, rank)
+        kept = np.arange(len(rank), dtype=rank.dtype)
+        kept[candidates] = candidates[group(candidates, rank[candidates])]
+        return kept
+
+
+def first_of_groups(keys: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """Index of the best-ranked item with the same key, for each item: one sort, no hash table
+    (16-byte keys, a 4-byte rank and a few index arrays are all it holds per item)."""
+    by_key = np.lexsort((rank, keys["lo"], keys["hi"])).astype(rank.dtype)
+    starts = np.ones(len(keys), bool)
+    for word in ("hi", "lo"):
+        ordered = keys[word][by_key]
+        starts[1:] &= ordered[1:] == ordered[:-1]
+    starts[1:] = ~starts[1:]  # a group starts where either word differs from the row before
+    first = by_key[starts][np.cumsum(starts, dtype=rank.dtype) - 1]
+    kept = np.empty(len(keys), rank.dtype)
+    kept[by_key] = first
+    return kept
+
+
+def _sha_codes(hex_digests: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """The first 128 bits of hex sha256 digests, as sortable 16-byte codes."""
+    return uid_codes(pc.utf8_slice_codeunits(hex_digests, 0, 32))
+
+
+@register
+class DedupExact(_HashDedup):
+    """Byte- and pixel-identical copies: keep the best copy of each group (one keep policy
+    for every dedup stage: highest CLIP score, then most pixels, then lowest uid)."""
+
+    name = "dedup-exact"
+    reason = "exact_duplicate_of"
+    params = (Param("threads", int, None, "Decode threads (hashing).", low=1, runtime=True),)
+
+    def combine(self, data: Collection, results: Any) -> dict[str, np.ndarray]:
+        """Pixel identity covers byte identity (equal bytes decode to equal pixels); an image
+        that no longer decodes is grouped by its file's sha256 instead."""
+        rank = keep_rank(data)
+        keys = np.empty(data.n, UID_DTYPE)
+        file_prefix = np.empty(data.n, np.uint32)  # 32 bits: enough to tell bytes from pixels
+        for part in data.parts:
+            rows = data.rows_of(part)
+            pixels = data.part(part).signal("hashes", ["pixel_sha256"]).column("pixel_sha256")
+            files = data.ws.read_part(part, ["sha256"]).column("sha256")
+            keys[rows] = _sha_codes(pc.coalesce(pixels, files))
+            file_prefix[rows] = _sha_codes(files)["hi"] >> np.uint64(32)
+        skipped = excluded(data, self.name)
+        candidates = np.flatnonzero(~skipped) if skipped.any() else None
+        kept = self.kept_among(rank, candidates, lambda rows, rank: first_of_groups(
+            keys if rows is None else keys[rows], rank))
+        return {"kept": kept, "same_file": file_prefix == file_prefix[kept]}
+
+    def evidence(self, state: dict[str, np.ndarray], rows: slice) -> dict[str, Any]:
+        return {"match": np.where(state["same_file"][rows], "bytes", "pixels")}
+
+
+@register
+class DedupPerceptual(_HashDedup):
+    """Re-encoded and resized copies by pHash + dHash; keep the best copy of each group."""
+
+    name = "dedup-perceptual"
+    reason = "near_duplicate_of"
+    params = (
+        Param("max_phash", int, PHASH_MAX_DISTANCE, "Max pHash Hamming distance.", low=0,
+              high=_BITS),
+        Param("max_dhash", int, DHASH_MAX_DISTANCE, "Max dHash Hamming distance (veto).",
+              low=0, high=_BITS),
+        Param("threads", int, None, "Decode threads (hashing).", low=1, runtime=True),
+    )
+
+    def combine(self, data: Collection, results: Any) -> dict[str, np.ndarray]:
+        """Groups are connected components of the near-pair graph, found with an exact
+        multi-index Hamming search (no N×N comparison)."""
+        rank = keep_rank(data)
+        phash, dhash = np.zeros(data.n, np.int64), np.zeros(data.n, np.int64)
+        valid = np.zeros(data.n, bool)
+        for part in data.parts:
+            table = data.part(part).signal("hashes", ["phash", "dhash"])
+            rows = data.rows_of(part)
+            valid[rows] = table.column("phash").is_valid().to_numpy(zero_copy_only=False)
+            phash[rows] = table.column("phash").fill_null(0).to_numpy()
+            dhash[rows] = table.column("dhash").fill_null(0).to_numpy()
+        taking_part = valid & ~excluded(data, self.name)
+        candidates = None if taking_part.all() else np.flatnonzero(taking_part)
+        distance = np.zeros(data.n, np.int32)
+
+        def group(rows: np.ndarray | None, rank: np.ndarray) -> np.ndarray:
+            sub = slice(None) if rows is None else rows
+            pairs = perceptual_pairs(phash[sub], dhash[sub], self["max_phash"],
+                                     self["max_dhash"])
+            sub_kept, distance[sub] = near_duplicates(len(rank), pairs, rank=rank)
+            return sub_kept
+
+        kept = self.kept_among(rank, candidates, group)
+        return {"kept": kept, "distance": distance}
+
+    def evidence(self, state: dict[str, np.ndarray], rows: slice) -> dict[str, Any]:
+        distance = state["distance"][rows]
+        return {"phash_distance": np.where(distance < 0, np.nan, distance)}

@@ -1,7 +1,9 @@
 """Parrot captions (docs/algorithms.md §4): co-embedded text, CoTR, text area, random
-equal-area boxes, relative scores, per-group rates and the filters' keep/drop rules.
+equal-area boxes, relative scores, per-group rates and the filters' keep/drop rules; then the
+stages that run them: ``parrot-spot``, ``parrot-relative`` and the filters ``filter-parrot``,
+``filter-text-dominated`` and ``filter-simple-fix``.
 
-Algorithms only. Words are compared as docs/algorithms.md §4.2 tokenises them
+Words are compared as docs/algorithms.md §4.2 tokenises them
 (:func:`pairsift.synth.text.tokens`: lowercase, NFKC, split on non-alphanumerics), the same
 function the synthetic corpus's truth uses.
 
@@ -15,13 +17,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from PIL import Image
 
+from ..engine.views import Collection, PartData
+from ..io.images import decode_image
+from ..lazy import lazy
 from ..models.inpaint import box_mask
 from ..models.ocr import Box, Spotted, TextDetector, TextSpotter
+from ..params import Param
+from ..stage import SKIP, DecideStage, Decisions, MapStage, PartOutput, Sample, register
 from ..synth.text import tokens
+
+torch = lazy("torch")
 
 COTR_MODES = ("caption", "iou")
 
@@ -210,27 +222,41 @@ def relative_scores(s0: np.ndarray, s_all: np.ndarray, s_co: np.ndarray,
     return out
 
 
-def group_rates(groups: Sequence[str | None], n_words: np.ndarray, cotr_values: np.ndarray,
-                threshold: float = 0.0) -> list[dict]:
-    """Per group: samples, share with spotted text, share of parrot captions, mean CoTR.
+def group_rates(groups: pa.Array | pa.ChunkedArray | Sequence, n_words: np.ndarray,
+                cotr_values: np.ndarray, threshold: float = 0.0) -> list[dict]:
+    """Per group (source, cluster...): samples, share with text, share of parrot captions,
+    parrot share among images with text, mean CoTR (all, and over images with text).
 
-    ``parrot_of_text`` is the paper's "of the captions of images with text, how many parrot";
-    mean CoTR is over captioned samples, ``cotr_text`` over captioned samples with text.
+    Grouped with Arrow, so a whole collection's columns go in, a row per group comes out;
+    samples with no group come last.
     """
-    keys = np.array(["" if g is None else str(g) for g in groups], dtype=object)
-    has_text = np.asarray(n_words) > 0
     values = np.asarray(cotr_values, np.float64)
-    parrot = np.nan_to_num(values, nan=-1.0) > threshold
-    rows = []
-    for key in sorted(set(keys), key=lambda k: (k == "", k)):  # no group last
-        sel = keys == key
-        n, text, par = int(sel.sum()), int(has_text[sel].sum()), int(parrot[sel].sum())
-        rows.append({"group": key or None, "samples": n, "with_text": text, "parrot": par,
-                     "text_rate": text / n, "parrot_rate": par / n,
-                     "parrot_of_text": par / text if text else math.nan,
-                     "mean_cotr": nanmean(values[sel]),
-                     "cotr_text": nanmean(values[sel & has_text])})
-    return rows
+    has_text = np.asarray(n_words) > 0
+    known = ~np.isnan(values)
+    table = pa.table({
+        "group": pa.array(groups).cast(pa.string()) if not isinstance(
+            groups, pa.Array | pa.ChunkedArray) else groups.cast(pa.string()),
+        "samples": np.ones(len(values), np.int64),
+        "with_text": has_text.astype(np.int64),
+        "parrot": parrot_drop(values, threshold).astype(np.int64),
+        "cotr_sum": np.where(known, values, 0.0), "cotr_n": known.astype(np.int64),
+        "text_sum": np.where(known & has_text, values, 0.0),
+        "text_n": (known & has_text).astype(np.int64)})
+    sums = table.group_by("group").aggregate([(c, "sum") for c in table.column_names[1:]])
+    rows = sorted(sums.to_pylist(), key=lambda r: (r["group"] is None, str(r["group"])))
+    out = []
+    for r in rows:
+        n, text, par = r["samples_sum"], r["with_text_sum"], r["parrot_sum"]
+        out.append({"group": r["group"], "samples": n, "with_text": text, "parrot": par,
+                    "text_rate": text / n, "parrot_rate": par / n,
+                    "parrot_of_text": par / text if text else math.nan,
+                    "mean_cotr": _ratio(r["cotr_sum_sum"], r["cotr_n_sum"]),
+                    "cotr_text": _ratio(r["text_sum_sum"], r["text_n_sum"])})
+    return out
+
+
+def _ratio(total: float, count: int) -> float:
+    return total / count if count else math.nan
 
 
 def nanmean(x: np.ndarray) -> float:
@@ -256,3 +282,239 @@ def simple_fix_keep(n_words: np.ndarray, clip: np.ndarray, threshold: float) -> 
     """
     clip = np.nan_to_num(np.asarray(clip, np.float64), nan=-np.inf)
     return (np.asarray(n_words) == 0) & (clip > threshold)
+
+
+# -- stages -------------------------------------------------------------------------------------
+MAX_TEXT_AREA = 0.5  # pairsift's default: more than half of the image is text
+SIMPLE_FIX_CLIP = 0.3  # the paper's threshold, on OpenAI ViT-B/32's cosine scale
+SPOT = "parrot-spot"
+
+_BOX = pa.list_(pa.int32(), 4)
+SPOT_SCHEMA = pa.schema([
+    ("ocr_text", pa.list_(pa.string())),  # spotted words, reading order
+    ("ocr_boxes", pa.list_(_BOX)),  # [x0, y0, x1, y1] per word
+    ("ocr_conf", pa.list_(pa.float32())),
+    ("ocr_co_emb", pa.list_(pa.bool_())),  # per word: part of the co-embedded text
+    ("co_emb_words", pa.list_(pa.string())),  # caption tokens the image shows
+    ("cotr", pa.float32()),  # NaN: no caption
+    ("text_area", pa.float32()),  # share of the image under confidently read word boxes
+    ("text_probe", pa.bool_()),  # has-text pass found text; null: pass not run
+])
+RELATIVE_COLUMNS = ("s0", "s_all", "s_co", "s_rand", "rsa", "rsc", "rs_rand", "rsa_diff",
+                    "rsc_diff", "rs_rand_diff")
+
+
+def _sum(data: Collection, read: Any) -> int:
+    return int(sum(read(data.part(p)) for p in data.parts))
+
+
+@register
+class ParrotSpot(MapStage):
+    """Spot text in every image and compare it with the caption: words, boxes, co-embedded
+    words, CoTR (docs/algorithms.md §4.2) and text area. Spotting runs once; the filters
+    re-decide in seconds with any threshold."""
+
+    name = SPOT
+    version = 2  # 2: the text area counts confidently read words only (AREA_MIN_CONFIDENCE)
+    columns = ("caption",)
+    needs_image = True
+    per_sample = True
+    params = (
+        Param("spotter", str, "rapidocr", "OCR engine.", choices=("rapidocr", "tesseract")),
+        Param("has_text_pass", bool, True, "Run the text detector alone first; recognise only "
+                                           "where it finds text."),
+        Param("mode", str, "caption", "CoTR: caption (|C∩E|/|C|) or iou (|C∩E|/|C∪E|).",
+              choices=COTR_MODES),
+        Param("fuzzy", float, 0.0, "Max normalised edit distance of a match (0: exact).",
+              low=0, high=1),
+        Param("stopwords", bool, True, "Never match function words (a, on, the, ...)."),
+        Param("threads", int, None, "Worker threads.", low=1, runtime=True),
+    )
+
+    def setup(self, inputs: dict[str, Any]) -> None:
+        from ..models.ocr import load_detector, load_spotter
+
+        self.reader = load_spotter(self["spotter"])
+        self.detector = load_detector() if self["has_text_pass"] else None
+
+    def prepare(self, sample: Sample) -> dict[str, Any]:
+        image = decode_image(sample.data).image
+        spotted, probe = spot_image(image, self.reader, self.detector)
+        texts = [s.text for s in spotted]
+        caption = sample.row["caption"]
+        matched = co_embedded(caption, texts, fuzzy=self["fuzzy"],
+                              stopwords=STOPWORDS if self["stopwords"] else frozenset())
+        boxes = [list(s.box) for s in spotted]
+        return {"ocr_text": texts, "ocr_boxes": boxes,
+                "ocr_conf": [s.confidence for s in spotted],
+                "ocr_co_emb": co_embedded_mask(texts, set(matched.values())),
+                "co_emb_words": list(matched),
+                "cotr": rate(caption, texts, matched, self["mode"]),
+                "text_area": text_area(area_boxes(spotted, image.width, image.height),
+                                       image.width, image.height),
+                "text_probe": probe}
+
+    def assemble(self, part: PartData, results: list[dict | None] | None) -> PartOutput:
+        return PartOutput(signals=pa.Table.from_pylist([r or {} for r in results or []],
+                                                        SPOT_SCHEMA))
+
+    def summarize(self, data: Collection) -> dict[str, Any]:
+        def spots(part: PartData) -> pa.Table:
+            return part.signal(SPOT, ["ocr_text", "cotr", "text_probe"])
+
+        return {
+            "total": data.n,
+            "with_text": _sum(data, lambda p: pc.sum(pc.greater(
+                pc.list_value_length(spots(p).column("ocr_text")), 0)).as_py() or 0),
+            "parrot": _sum(data, lambda p: parrot_drop(p.values(SPOT, "cotr", np.float64)).sum()),
+            "skipped_by_probe": _sum(data, lambda p: pc.sum(pc.invert(
+                spots(p).column("text_probe"))).as_py() or 0),
+        }
+
+
+@register
+class ParrotRelative(MapStage):
+    """Re-score images with text removed (docs/algorithms.md §4.3): RSA (all spotted words
+    inpainted), RSC (only the co-embedded ones) and random boxes of the same sizes, for every
+    captioned image with spotted text; others get NaN. All four scores come from one forward
+    pass of the same preprocessing, so S0 is the model's score of the untouched image."""
+
+    name = "parrot-relative"
+    requires = (SPOT,)
+    columns = ("caption",)
+    needs_image = True
+    per_sample = True
+    batch = 16
+    params = (
+        Param("model", str, None, "Encoder (default: the embedded one, else 'default').",
+              runtime=True),  # resolved into the run's inputs
+        Param("inpainter", str, "telea", "OpenCV inpainting method.", choices=("telea", "ns")),
+        Param("radius", float, 3.0, "Inpainting radius in pixels.", low=0, closed="neither"),
+        Param("seed", int, 0, "Seed of the random-box baseline."),
+        Param("device", str, "cpu", "cpu | cuda | cuda:N", runtime=True),
+        Param("batch_size", int, 16, "Images per forward pass (x4 variants).", low=1,
+              runtime=True),
+        Param("threads", int, None, "Decode and inpaint threads.", low=1, runtime=True),
+    )
+
+    def extra_inputs(self, ws: Any) -> dict[str, Any]:
+        embedded = ws.run_config("embed")["model"] if ws.current_run("embed") else "default"
+        return {"model": self["model"] or embedded}
+
+    def setup(self, inputs: dict[str, Any]) -> None:
+        from ..models import load_encoder
+        from ..models.inpaint import load_inpainter
+
+        self.encoder = load_encoder(inputs["model"], self["device"])
+        self.filler = load_inpainter(self["inpainter"], radius=self["radius"])
+
+    def sample_table(self, part: PartData) -> pa.Table:
+        spots = part.signal(SPOT, ["ocr_boxes", "ocr_co_emb"])
+        return part.rows.append_column("ocr_boxes", spots.column("ocr_boxes")).append_column(
+            "ocr_co_emb", spots.column("ocr_co_emb"))
+
+    def prepare(self, sample: Sample) -> Any:
+        row = sample.row
+        if not (row["caption"] and row["ocr_boxes"]):
+            return SKIP
+        image = decode_image(sample.data).image
+        boxes: list[Box] = [tuple(b) for b in row["ocr_boxes"]]
+        co = [b for b, c in zip(boxes, row["ocr_co_emb"], strict=True) if c]
+        rng = np.random.default_rng([self["seed"], int(row["uid"][:16], 16)])
+        images = [image, self.filler.inpaint(image, boxes)]
+        if co:
+            images.append(self.filler.inpaint(image, co))
+        images.append(self.filler.inpaint(image, random_boxes(boxes, *image.size, rng)))
+        return row["caption"], [self.encoder.preprocess(im) for im in images]
+
+    def process(self, items: list[tuple[str, list]]) -> list[np.ndarray]:
+        """S0, S_all, S_co, S_rand per image: one forward pass for every variant."""
+        texts = self.encoder.encode_texts([caption for caption, _ in items])
+        owners = np.repeat(np.arange(len(items)), [len(v) for _, v in items])
+        joint = self.encoder.embed_pixels(torch.stack([t for _, v in items for t in v])).joint
+        sims = np.einsum("ij,ij->i", joint, texts[owners])
+        return [_four(sims[owners == i]) for i in range(len(items))]
+
+    def assemble(self, part: PartData, results: list[np.ndarray | None] | None) -> PartOutput:
+        scores = np.full((part.num_rows, 4), np.nan, np.float32)
+        for i, four in enumerate(results or []):
+            if four is not None:
+                scores[i] = four
+        ratios = relative_scores(*scores.T)
+        columns = dict(zip(("s0", "s_all", "s_co", "s_rand"), scores.T, strict=True)) | ratios
+        return PartOutput(signals=pa.table({c: pa.array(columns[c], pa.float32())
+                                            for c in RELATIVE_COLUMNS}))
+
+    def summarize(self, data: Collection) -> dict[str, Any]:
+        values = {c: np.concatenate([data.part(p).values(self.name, c, np.float64)
+                                     for p in data.parts] or [np.zeros(0)])
+                  for c in ("s0", "rsa", "rsc", "rs_rand")}
+        return {"scored": int((~np.isnan(values["s0"])).sum()),
+                **{f"mean_{c}": nanmean(values[c]) for c in ("rsa", "rsc", "rs_rand")}}
+
+
+def _four(sims: np.ndarray) -> np.ndarray:
+    """(S0, S_all, S_co, S_rand) from 3 variants (no co-embedded words: S_co = S0) or 4."""
+    if len(sims) == 3:
+        return np.array([sims[0], sims[1], sims[0], sims[2]], np.float32)
+    return sims.astype(np.float32)
+
+
+class _TextFilter(DecideStage):
+    requires = (SPOT,)
+
+    def words(self, part: PartData, column: str) -> pa.ChunkedArray:
+        return part.signal(SPOT, [column]).column(column)
+
+
+@register
+class FilterParrot(_TextFilter):
+    """Drop parrot captions: CoTR above the threshold (0: any co-embedded word)."""
+
+    name = "filter-parrot"
+    reason = "parrot_caption"
+    params = (Param("threshold", float, 0.0, "Drop CoTR > T.", low=0, high=1,
+                    aliases=("cotr_threshold",)),)
+
+    def decide(self, part: PartData, state: None) -> Decisions:
+        cotr = part.values(SPOT, "cotr", np.float64)
+        return Decisions(parrot_drop(cotr, self["threshold"]), self.reason, {
+            "words": self.words(part, "co_emb_words"), "cotr": cotr,
+            "threshold": self["threshold"]})
+
+
+@register
+class FilterTextDominated(_TextFilter):
+    """Drop images whose spotted words cover more than the threshold of the image."""
+
+    name = "filter-text-dominated"
+    reason = "text_dominated"
+    params = (Param("threshold", float, MAX_TEXT_AREA, "Drop text area > T.", low=0, high=1,
+                    aliases=("max_text_area",)),)
+
+    def decide(self, part: PartData, state: None) -> Decisions:
+        area = np.nan_to_num(part.values(SPOT, "text_area", np.float64))
+        return Decisions(text_dominated_drop(area, self["threshold"]), self.reason, {
+            "words": self.words(part, "ocr_text"), "text_area": area,
+            "threshold": self["threshold"]})
+
+
+@register
+class FilterSimpleFix(_TextFilter):
+    """The paper's recipe: keep only images with no spotted text AND CLIP score above the
+    threshold. (The paper also required a LAION aesthetics score > 4.5; pairsift has no
+    aesthetics predictor, so that clause is left to a separate filter.)"""
+
+    name = "filter-simple-fix"
+    requires = (SPOT, "score")
+    reason = "simple_fix"
+    params = (Param("threshold", float, SIMPLE_FIX_CLIP, "Keep CLIP score > T with no text.",
+                    aliases=("clip_threshold",)),)
+
+    def decide(self, part: PartData, state: None) -> Decisions:
+        words = self.words(part, "ocr_text")
+        n_words = pc.list_value_length(words).fill_null(0).to_numpy(zero_copy_only=False)
+        clip = part.values("score", "clip_score", np.float64)
+        keep = simple_fix_keep(n_words, clip, self["threshold"])
+        return Decisions(~keep, self.reason, {"words": words, "clip_score": clip,
+                                              "threshold": self["threshold"]})

@@ -11,12 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-import torch
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from pairsift.stages.cluster import Device, float_tensor, unit_rows
+from ..engine.views import Collection
+from ..errors import WorkspaceError
+from ..lazy import lazy
+from ..params import Param
+from ..stage import Decisions, GlobalStage, PartOutput, fail, register
+from ..uids import uid_strings
+from .cluster import Device, cluster_members, float_tensor, unit_rows
+from .keep import earlier_dedup, excluded, index_dtype, keep_rank
+
+torch = lazy("torch")  # imported on first use: the CLI starts without torch
 
 Order = Literal["hard", "easy", "random"]
 TieBreak = Literal["meta", "id"]
@@ -299,3 +309,178 @@ def semdedup_cluster(
         remove = np.empty(len(ids), dtype=bool)
         remove[perm] = removed
     return SemDedupResult(order=perm, max_sim=max_sim, max_id=max_id, remove=remove)
+
+
+# -- stage --------------------------------------------------------------------------------------
+SWEEP_EPS = (0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3)
+CLUSTER_BATCHES = 64  # checkpointed tasks per run: a kill loses at most one batch
+ORDERS = ("hard", "easy", "random", "quality")
+
+
+def default_eps(model: str) -> float:
+    from ..models import default_dedup_eps
+
+    return default_dedup_eps(model)
+
+
+class ClusterDedup(GlobalStage):
+    """What SemDeDup and FairDeDup share: the clusters, which rows take part (an embedding,
+    not dropped by an earlier dedup stage), and batches of clusters as tasks."""
+
+    requires = ("cluster",)
+    reads_embeddings = True
+    reason = "semantic_duplicate_of"
+
+    def dependencies(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        quality = ("score",) if self.options.get("order") == "quality" else ()
+        return self.requires, (*quality, *earlier_dedup(self.name))
+
+    def extra_inputs(self, ws: Any) -> dict[str, Any]:
+        return {"space": ws.run_record("cluster")["inputs"]["space"]}
+
+    def plan(self, data: Collection) -> list[list[int]]:
+        labels = data.values("cluster", "cluster", np.int32)
+        self._taking_part = (labels >= 0) & ~excluded(data, self.name)
+        rows = np.flatnonzero(self._taking_part).astype(index_dtype(data.n))
+        self._members = {c: rows[idx] for c, idx in cluster_members(labels[rows]).items()}
+        del rows
+        batches = [[c for c in self._members if c % CLUSTER_BATCHES == b]
+                   for b in range(CLUSTER_BATCHES)]
+        return [b for b in batches if b]
+
+    def ranked(self, data: Collection, idx: np.ndarray) -> np.ndarray:
+        """The cluster's rows, first-ranked (preferred) first."""
+        dist = data.values("cluster", "dist_to_centroid")
+        key = self.rank_key(data)
+        order, tie_break = self["order"], self.options.get("tie_break", "meta")
+        if order == "quality":
+            order = "hard"
+        return idx[rank_cluster(dist[idx], idx, order,
+                                key=None if key is None else key[idx], tie_break=tie_break)]
+
+    def rank_key(self, data: Collection) -> np.ndarray | None:
+        """Values ranked largest-first instead of the distance to the centroid."""
+        if self["order"] == "quality":
+            return data._cached("quality", lambda: -keep_rank(data).astype(np.float64))
+        return None
+
+    def counts(self, data: Collection) -> dict[str, int]:
+        labels = data.values("cluster", "cluster", np.int32)
+        return {"without_embedding": int((labels < 0).sum()),
+                "excluded": int(((labels >= 0) & ~self._taking_part).sum())}
+
+
+@register
+class DedupSemantic(ClusterDedup):
+    """SemDeDup: inside each cluster, drop a sample within cosine 1 − eps of an earlier-ranked
+    member. Scores are ε-independent and stored, so another eps or keep fraction re-decides in
+    seconds; prints the eps sweep (eps → kept fraction)."""
+
+    name = "dedup-semantic"
+    task_options = ("order", "rank_by", "tie_break")
+    params = (
+        Param("eps", float, None, "Drop if cosine > 1 − eps to an earlier-ranked member "
+                                  "(default: the model's).", low=0, high=1, closed="neither"),
+        Param("keep_fraction", float, None, "Choose eps to keep this fraction.", low=0, high=1,
+              closed="right"),
+        Param("order", str, "hard", "Ranking inside a cluster: hard (farthest from the "
+                                    "centroid first, as SemDeDup), easy, random, or quality "
+                                    "(the keep policy: CLIP score, pixels, uid).",
+              choices=ORDERS),
+        Param("rank_by", str, None, "Rank by a signal column instead (largest kept), e.g. "
+                                    "clip_score."),
+        Param("rule", str, "semdedup_code", "Which items of a duplicate group drop.",
+              choices=RULES),
+        Param("strict", bool, True, "'>' like Meta's code (--no-strict: '>=' like NeMo)."),
+        Param("tie_break", str, "meta", "Ranking of exact copies: meta (Meta's stable sort, "
+                                        "dataset order) or id (NeMo Curator's, by id).",
+              choices=("meta", "id")),
+        Param("block", int, DEFAULT_BLOCK, "Columns per similarity block.", low=1,
+              runtime=True),
+        Param("device", str, "cpu", "cpu | cuda", runtime=True),
+        Param("threads", int, None, "Clusters scored in parallel.", low=1, runtime=True),
+    )
+
+    def check(self) -> None:
+        if self["eps"] is not None and self["keep_fraction"] is not None:
+            fail("dedup-semantic takes eps or keep_fraction, not both")
+        if self["rank_by"] is not None and self["order"] == "quality":
+            fail("dedup-semantic: order 'quality' is a ranking of its own; drop rank_by")
+
+    def extra_inputs(self, ws: Any) -> dict[str, Any]:
+        inputs = super().extra_inputs(ws)
+        if self["rank_by"] is not None:
+            inputs["rank_by"] = _signal_with(ws, self["rank_by"])
+        return inputs
+
+    def rank_key(self, data: Collection) -> np.ndarray | None:
+        if self["rank_by"] is None:
+            return super().rank_key(data)
+        (stage, _), = data.inputs["rank_by"].items()
+        values = data.values(stage, self["rank_by"])
+        return np.nan_to_num(values, nan=-np.inf)
+
+    def run_task(self, data: Collection, clusters: list[int]) -> dict[str, np.ndarray]:
+        rows = data.embeddings(data.inputs["space"])
+        out = []
+        for c in clusters:
+            ranked = self.ranked(data, self._members[c])
+            ms, mi = max_similarity(unit_rows(rows[ranked], self["device"]), self["block"],
+                                    self["device"])
+            out.append(np.stack([ranked, ms, ranked[mi]]).T)
+        table = np.concatenate(out)
+        return {"row": table[:, 0].astype(np.int64), "max_sim": table[:, 1].astype(np.float32),
+                "max_row": table[:, 2].astype(np.int64)}
+
+    def combine(self, data: Collection, results: Any) -> dict[str, Any]:
+        max_sim = np.zeros(data.n, np.float32)
+        max_row = np.arange(data.n, dtype=index_dtype(data.n))
+        for result in results:
+            max_sim[result["row"]] = result["max_sim"]
+            max_row[result["row"]] = result["max_row"]
+        eps = self["eps"]
+        if self["keep_fraction"] is not None:
+            eps, _ = eps_for_keep_fraction(max_sim, self["keep_fraction"], strict=self["strict"])
+        elif eps is None:
+            eps = default_eps(data.model)
+        return {"max_sim": max_sim, "max_row": max_row, "eps": eps,
+                "remove": self._removal(data, max_sim, eps)}
+
+    def _removal(self, data: Collection, max_sim: np.ndarray, eps: float) -> np.ndarray:
+        """SemDeDup's own rule reads the scores; the others need one more pass per cluster."""
+        if self["rule"] == "semdedup_code":
+            return remove_mask(max_sim, eps, strict=self["strict"])
+        rows = data.embeddings(data.inputs["space"])
+        remove = np.zeros(data.n, bool)
+        for idx in self._members.values():
+            ranked = self.ranked(data, idx)
+            remove[ranked] = remove_mask(max_sim[ranked], eps, rule=self["rule"],
+                                         strict=self["strict"], X=unit_rows(rows[ranked]),
+                                         block=self["block"], device=self["device"])
+        return remove
+
+    def part_output(self, data: Collection, state: dict[str, Any], part: int) -> PartOutput:
+        rows = data.rows_of(part)
+        of = uid_strings(data.uid_codes()[state["max_row"][rows]])
+        max_sim = state["max_sim"][rows]
+        labels = data.values("cluster", "cluster", np.int32)[rows]
+        return PartOutput(
+            signals=pa.table({"max_sim": max_sim, "max_sim_uid": of}),
+            decisions=Decisions(state["remove"][rows], self.reason, {
+                "of": of, "similarity": max_sim, "eps": state["eps"], "cluster": labels}))
+
+    def summarize(self, data: Collection, state: dict[str, Any]) -> dict[str, Any]:
+        kept = eps_sweep(state["max_sim"], SWEEP_EPS, strict=self["strict"]).tolist()
+        return {"eps": state["eps"], "rule": self["rule"],
+                "sweep": list(zip(SWEEP_EPS, kept, strict=True)), **self.counts(data)}
+
+
+def _signal_with(ws: Any, column: str) -> dict[str, str]:
+    """{stage: run} of the current signal stage that has ``column``."""
+    first = ws.part_ids()[0]
+    for stage in ws.signal_stages():
+        path = ws.signal_path(stage, ws.current_run(stage), first)
+        if path.exists() and column in pq.read_schema(path).names:
+            return {stage: ws.current_run(stage)}
+    raise WorkspaceError(f"no signal column {column!r} to rank by; signal stages: "
+                         f"{ws.signal_stages()}")

@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import plots
-from .data import ReportData
+from .data import Reason, ReportData
 from .html import (
     compact_json,
     count,
@@ -42,6 +40,7 @@ from .thumbnails import Thumbnails
 
 FOUR_FIFTHS = 0.8  # a subgroup retained at < 80 % of the overall rate is flagged (EEOC rule)
 MAX_SUBGROUPS = 30
+CHUNK = 1 << 16  # rows per step of the borderline search
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ def _setting_threshold(stage: str, *keys: str) -> Callable[[ReportData], float |
 
 
 def _semdedup_threshold(data: ReportData) -> float | None:
-    eps = data.setting("semdedup", "eps")
+    eps = data.setting("dedup-semantic", "eps")
     return None if eps is None else 1.0 - float(eps)
 
 
@@ -95,38 +94,38 @@ def _eps_sweep(data: ReportData, max_sim: np.ndarray, threshold: float | None) -
     from ..stages.semdedup import eps_sweep  # lazy: the stage module imports torch
 
     eps = np.geomspace(1e-4, 0.5, 80)
-    strict = data.setting("semdedup", "strict")
+    strict = data.setting("dedup-semantic", "strict")
     kept = eps_sweep(np.nan_to_num(max_sim), eps, strict=strict is not False)
     chosen = None if threshold is None else 1.0 - threshold
     return plot(plots.sweep(eps, kept, chosen), "kept fraction for each epsilon")
 
 
 SIGNALS: tuple[SignalSpec, ...] = (
-    SignalSpec("clip_score", "clip_score", "CLIP score", "clip_score_filter", "below",
-               _setting_threshold("clip_score_filter", "threshold"),
+    SignalSpec("score", "clip_score", "CLIP score", "filter-clip-score", "below",
+               _setting_threshold("filter-clip-score", "threshold"),
                "Cosine of each image with its caption: low scores are captions that do not "
                "describe the image."),
-    SignalSpec("semdedup", "max_sim", "SemDeDup: max similarity", "semdedup", "above",
+    SignalSpec("dedup-semantic", "max_sim", "SemDeDup: max similarity", "dedup-semantic",
+               "above",
                _semdedup_threshold,
                "Highest cosine of each sample to a better-ranked one in its cluster; above "
                "1 − ε it is a semantic duplicate. The curve shows what each ε would keep.",
                extra=_eps_sweep),
-    SignalSpec("parrot", "cotr", "CoTR: parrot captions", "parrot_filter", "above",
-               _setting_threshold("parrot_filter", "cotr_threshold", "threshold"),
+    SignalSpec("parrot-spot", "cotr", "CoTR: parrot captions", "filter-parrot", "above",
+               _setting_threshold("filter-parrot", "threshold"),
                "Share of caption words that are also written in the image: high values are "
                "parrot captions that teach a model to read instead of to see."),
-    SignalSpec("parrot", "text_area", "Text area", "text_dominated_filter", "above",
-               _setting_threshold("text_dominated_filter", "max_text_area"),
+    SignalSpec("parrot-spot", "text_area", "Text area", "filter-text-dominated", "above",
+               _setting_threshold("filter-text-dominated", "threshold"),
                "Share of each image covered by spotted words: above the threshold the image "
                "is mostly text."),
 )
 
 
 def distribution(spec: SignalSpec, ctx: Context) -> Section | None:
-    values = ctx.data.signal(spec.stage, spec.column)
+    values = ctx.data.signal(spec.stage, spec.column)  # float32 stays float32: 4 B a sample
     if values is None:
         return None
-    values = values.astype(np.float64)
     threshold = spec.threshold(ctx.data)
     ran = spec.decision in ctx.data.decision_stages
     figures = plot(plots.histogram(values, xlabel=spec.column, threshold=threshold,
@@ -144,7 +143,7 @@ def _value_facts(ctx: Context, spec: SignalSpec, values: np.ndarray,
     finite = values[np.isfinite(values)]
     items = [("samples", count(values.size)), ("no value", count(values.size - finite.size))]
     if finite.size:
-        lo, mid, hi = np.percentile(finite, [0, 50, 100])
+        lo, mid, hi = _min_median_max(finite)
         items += [("min", f"{lo:.4g}"), ("median", f"{mid:.4g}"), ("max", f"{hi:.4g}")]
     if threshold is not None:
         items.append(("threshold", f"{threshold:.4g}"))
@@ -155,11 +154,26 @@ def _value_facts(ctx: Context, spec: SignalSpec, values: np.ndarray,
     return items
 
 
+def _min_median_max(finite: np.ndarray) -> tuple[float, float, float]:
+    """``np.percentile(finite.astype(np.float64), [0, 50, 100])`` without the float64 copy.
+
+    Order statistics do not depend on the dtype, so ``finite`` (a copy) is partitioned in
+    place; only the median of an even count interpolates, done in float64 by np.percentile on
+    the two middle values, exactly as on the whole array.
+    """
+    half = (finite.size - 1) / 2
+    middle = [int(np.floor(half)), int(np.ceil(half))]
+    finite.partition(middle)
+    mid = np.percentile(finite[middle].astype(np.float64), 50)
+    return float(finite.min()), float(mid), float(finite.max())
+
+
 def cluster_sizes(ctx: Context) -> Section | None:
     labels = ctx.data.signal("cluster", "cluster")
     if labels is None:
         return None
-    labels = labels[np.isfinite(labels.astype(np.float64))].astype(np.int64)
+    if labels.dtype.kind == "f":  # an integer column with nulls reads as float with NaN
+        labels = labels[np.isfinite(labels)].astype(np.int64)
     sizes = np.bincount(labels[labels >= 0]) if labels.size else np.zeros(0, np.int64)
     sizes = sizes[sizes > 0]
     if not sizes.size:
@@ -179,7 +193,7 @@ def headline(ctx: Context) -> list[tuple[str, str, str]]:
     data = ctx.data
     total = data.n + data.ingest_errors
     kept = data.n - int(data.dropped_any().sum())
-    return [("samples in", count(total), f"{len(data.ws.manifest['sources'])} source(s)"),
+    return [("samples in", count(total), f"{len(data.ws.sources())} source(s)"),
             ("readable", count(data.n), percent(data.n, total)),
             ("errors", count(len(data.errors)), f"{data.ingest_errors:,} at ingest"),
             ("dropped", count(data.n - kept), f"by {len(data.decision_stages)} stage(s)"),
@@ -226,60 +240,70 @@ def _errors_table(ctx: Context, total: int) -> str:
     errors = ctx.data.errors
     if not len(errors):
         return '<p class="note">No errors: every sample was readable.</p>'
-    groups = Counter(zip(errors.column("stage").to_pylist(), errors.column("reason").to_pylist(),
-                         strict=True))
-    example: dict[tuple[str, str], str] = {}
-    for stage, reason, key, message in zip(*(errors.column(c).to_pylist() for c in
-                                             ("stage", "reason", "key", "message")), strict=True):
-        example.setdefault((stage, reason), f"{key}: {message}")
-    rows = [[esc(reason), esc(stage), num_cell(count(n)), num_cell(percent(n, total)),
-             f'<span class="muted">{esc(example[(stage, reason)][:160])}</span>']
-            for (stage, reason), n in groups.most_common()]
+    first = pc.ScalarAggregateOptions(skip_nulls=False)
+    groups = errors.group_by(["stage", "reason"], use_threads=False).aggregate(
+        [([], "count_all"), ("key", "first", first), ("message", "first", first)]).to_pylist()
+    groups.sort(key=lambda g: -g["count_all"])  # most common first; ties in order of appearance
+    rows = [[esc(g["reason"]), esc(g["stage"]), num_cell(count(g["count_all"])),
+             num_cell(percent(g["count_all"], total)),
+             f'<span class="muted">{esc(_example(g)[:160])}</span>'] for g in groups]
     return ('<h3 id="errors">Errors by reason</h3>'
             + table(["reason", "stage", "samples", "of samples in", "example"], rows,
                     numeric=[2, 3]))
 
 
+def _example(group: dict[str, Any]) -> str:
+    return f"{group['key_first']}: {group['message_first']}"
+
+
 # -- galleries -------------------------------------------------------------------------------
 def gallery(stage: str, ctx: Context) -> Section:
-    """Dropped samples per reason with their evidence, and the cases around the threshold."""
-    table_ = ctx.data.decisions(stage)
-    not_kept = table_.filter(pc.not_equal(table_.column("verdict"), "keep"))
-    groups = Counter(zip(not_kept.column("verdict").to_pylist(),
-                         not_kept.column("reason").to_pylist(), strict=True))
-    body = "".join(_reason_gallery(ctx, not_kept, verdict, reason, n)
-                   for (verdict, reason), n in groups.most_common())
-    if not groups:
+    """Dropped samples per reason with their evidence, and the cases around the threshold.
+
+    Only the shown samples are read: their decisions, their rows and, for a duplicate, the
+    sample it duplicates (found in one scan of the uid columns for the whole gallery).
+    """
+    data = ctx.data
+    reasons = {key: int(per_part.sum()) for key, per_part in data.decisions(stage).reasons.items()}
+    chosen = data.picked(stage, {key: _pick(n, ctx.max_thumbnails)
+                                 for key, n in reasons.items()})
+    proofs = {key: [json.loads(e or "{}") for e in evidence]
+              for key, (_, evidence) in chosen.items()}
+    originals = data.find(str(p.get("of", "")) for key in reasons for p in proofs[key])
+    matched = {key: [originals.get(str(p.get("of", "")), -1) for p in proofs[key]]
+               for key in reasons}
+    rows = data.rows([i for key in reasons for i in (*chosen[key][0], *matched[key])])
+    body = "".join(_reason_gallery(ctx, key, n, chosen[key][0], proofs[key], matched[key], rows)
+                   for key, n in reasons.items())
+    if not reasons:
         body = '<p class="note">This stage dropped nothing.</p>'
     spec = next((s for s in SIGNALS if s.decision == stage), None)
     if spec is not None:
         body += _borderline(ctx, spec, stage)
-    n_drop = sum(n for (v, _), n in groups.items() if v == "drop")
+    n_drop = sum(n for (v, _), n in reasons.items() if v == "drop")
     return Section(f"gallery-{stage}", f"Gallery: {stage}", body,
-                   f"{n_drop:,} of {len(table_):,} decided samples dropped. Up to "
-                   f"{ctx.max_thumbnails} random samples per reason, with the evidence the "
+                   f"{n_drop:,} of {data.decisions(stage).decided:,} decided samples dropped. "
+                   f"Up to {ctx.max_thumbnails} random samples per reason, with the evidence the "
                    "stage recorded.")
 
 
-def _reason_gallery(ctx: Context, decisions: pa.Table, verdict: str, reason: str,
-                    n: int) -> str:
-    """Up to ``max_thumbnails`` samples of one reason, a seeded random pick (same every run)."""
-    mask = pc.and_(pc.equal(decisions.column("verdict"), verdict),
-                   pc.equal(decisions.column("reason"), reason))
-    chosen = decisions.filter(mask)
+def _pick(n: int, k: int) -> np.ndarray:
+    """Up to ``k`` of ``n`` ranks in order: a seeded random pick, the same every run."""
     rng = np.random.default_rng(0)
-    picks = np.sort(rng.choice(len(chosen), min(ctx.max_thumbnails, len(chosen)), replace=False))
-    chosen = chosen.take(picks)
-    proofs = [json.loads(e or "{}") for e in chosen.column("evidence").to_pylist()]
+    return np.sort(rng.choice(n, min(k, n), replace=False))
+
+
+def _reason_gallery(ctx: Context, key: Reason, n: int, indices: np.ndarray,
+                    proofs: list[dict[str, Any]], matched: list[int],
+                    rows: dict[int, dict[str, Any]]) -> str:
+    """The shown samples of one (verdict, reason), beside the samples they duplicate."""
+    verdict, reason = key
     common = _common(proofs)
-    index = ctx.data.index_of(chosen.column("uid").to_pylist())
-    matched = ctx.data.index_of([str(p.get("of", "")) for p in proofs])
-    rows = ctx.data.rows([*index, *matched])
     cards = "".join(_card(ctx, rows.get(int(i)), {k: v for k, v in p.items() if k not in common},
                           rows.get(int(m)))
-                    for i, m, p in zip(index, matched, proofs, strict=True))
+                    for i, m, p in zip(indices, matched, proofs, strict=True))
     label = reason if verdict == "drop" else f"{verdict}: {reason}"
-    shown = f"showing {len(chosen)}" if len(chosen) < n else "all shown"
+    shown = f"showing {len(proofs)}" if len(proofs) < n else "all shown"
     return (f'<h3>{esc(label or "(no reason)")} <span class="count">{_samples(n)} · {shown}'
             f'</span></h3>{evidence(common)}<div class="gallery">{cards}</div>')
 
@@ -325,10 +349,8 @@ def _borderline(ctx: Context, spec: SignalSpec, stage: str) -> str:
     threshold = spec.threshold(ctx.data)
     if values is None or threshold is None:
         return ""
-    values = values.astype(np.float64)
     dropped = ctx.data.dropped(stage)
-    low, high = _sides(values, threshold, spec.drops)
-    below, above = (_nearest(values, side, threshold, ctx.borderline) for side in (low, high))
+    below, above = _nearest(values, threshold, spec.drops, ctx.borderline)
     rows = ctx.data.rows([*below, *above])
 
     def cards(indices: np.ndarray) -> str:
@@ -352,11 +374,28 @@ def _sides(values: np.ndarray, threshold: float, drops: str) -> tuple[np.ndarray
     return values <= threshold, values > threshold
 
 
-def _nearest(values: np.ndarray, side: np.ndarray, threshold: float, k: int) -> np.ndarray:
-    """Indices of the ``k`` values of one side closest to the threshold, closest first."""
-    candidates = np.flatnonzero(side & np.isfinite(values))
-    distance = np.abs(values[candidates] - threshold)
-    return candidates[np.argsort(distance, kind="stable")[:k]]
+def _nearest(values: np.ndarray, threshold: float, drops: str,
+             k: int) -> tuple[np.ndarray, ...]:
+    """Below and above the threshold, indices of the ``k`` values closest to it, closest first
+    and ties in row order. Compared in float64 a chunk at a time: temporaries stay small."""
+    best: list[list[tuple[np.ndarray, np.ndarray]]] = [[], []]  # per side, per chunk
+    for start in range(0, len(values), CHUNK):
+        chunk = values[start:start + CHUNK].astype(np.float64)
+        for found, side in zip(best, _sides(chunk, threshold, drops), strict=True):
+            candidates = np.flatnonzero(side & np.isfinite(chunk))
+            distance = np.abs(chunk[candidates] - threshold)
+            top = np.argsort(distance, kind="stable")[:k]
+            found.append((candidates[top] + start, distance[top]))
+    return tuple(_closest(found, k) for found in best)
+
+
+def _closest(found: list[tuple[np.ndarray, np.ndarray]], k: int) -> np.ndarray:
+    """The ``k`` closest of each chunk's closest; chunks are in row order, so a stable sort
+    keeps ties in row order."""
+    if not found:
+        return np.zeros(0, np.int64)
+    indices, distances = (np.concatenate(arrays) for arrays in zip(*found, strict=True))
+    return indices[np.argsort(distances, kind="stable")[:k]]
 
 
 def _badge(dropped: bool, value: float) -> str:
@@ -369,19 +408,20 @@ def _badge(dropped: bool, value: float) -> str:
 def fairness(ctx: Context) -> Section | None:
     """Retention per subgroup per stage, from a ``subgroup`` column (parts or any signal)."""
     data = ctx.data
-    groups = data.subgroups()
+    groups = data.subgroup_codes()
     stages = data.decision_stages
     if groups is None or not stages:
         return None
-    labels = np.array(["(none)" if g is None else str(g) for g in groups])
-    names, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    names, codes = groups
+    sizes = np.bincount(codes, minlength=len(names))
     masks = [data.dropped(s) for s in stages] + [data.dropped_any()]
     overall = [1 - m.mean() if m.size else 1.0 for m in masks]
+    dropped = [np.bincount(codes[m], minlength=len(names)) for m in masks]
     rows = [["<strong>all samples</strong>", num_cell(count(data.n)),
              *(num_cell(f"{r:.1%}") for r in overall)]]
-    for g in np.argsort(-sizes, kind="stable")[:MAX_SUBGROUPS]:
-        kept = [1 - np.bincount(inverse, weights=m, minlength=len(names))[g] / sizes[g]
-                for m in masks]
+    largest = sorted(range(len(names)), key=lambda g: (-sizes[g], names[g]))  # ties by name
+    for g in largest[:MAX_SUBGROUPS]:
+        kept = [1 - d[g] / sizes[g] for d in dropped]
         rows.append([esc(names[g]), num_cell(count(sizes[g])),
                      *(_retention_cell(k, o) for k, o in zip(kept, overall, strict=True))])
     return Section("fairness", "Fairness: retention per subgroup",
@@ -398,10 +438,15 @@ def _retention_cell(kept: float, overall: float) -> str:
 def pairwise_drops(data: ReportData) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Stages that drop something, samples each pair drops together, and each one's alone."""
     stages = [s for s in data.decision_stages if data.dropped(s).any()]
-    masks = np.stack([data.dropped(s) for s in stages]).astype(np.int64) if stages else (
-        np.zeros((0, data.n), np.int64))
-    alone = ((masks == 1) & (masks.sum(0) == 1)).sum(1)
-    return stages, masks @ masks.T, alone
+    masks = [data.dropped(s) for s in stages]
+    both = np.array([[np.count_nonzero(a & b) for b in masks] for a in masks],
+                    np.int64).reshape(len(masks), len(masks))
+    once, twice = np.zeros(data.n, bool), np.zeros(data.n, bool)  # dropped by 1, by 2+ stages
+    for mask in masks:
+        twice |= once & mask
+        once |= mask
+    alone = np.array([np.count_nonzero(m & ~twice) for m in masks], np.int64)
+    return stages, both, alone
 
 
 def overlap(ctx: Context) -> Section | None:
@@ -426,25 +471,25 @@ def _heat(share: float) -> str:
 
 # -- run facts -------------------------------------------------------------------------------
 def run_facts(ctx: Context) -> Section:
-    manifest = ctx.data.ws.manifest
+    ws = ctx.data.ws
     sources = [[esc(name), esc(s["kind"]), _paths(s["paths"]),
                 compact_json({k: v for k, v in s["options"].items() if v is not None}),
                 num_cell(count(len(s.get("units", {}))))]
-               for name, s in manifest["sources"].items()]
+               for name, s in ws.sources().items()]
     models = [[esc(slug), esc(m.get("name")), num_cell(esc(m.get("dim"))),
-               num_cell(esc(m.get("visual_dim") or "–"))] for slug, m in manifest["models"].items()]
-    current = manifest["current"]
+               num_cell(esc(m.get("visual_dim") or "–"))] for slug, m in ws.models().items()]
     runs = [[esc(r["stage"]), f'<code>{esc(r["run"])}</code>'
-             + (' <span class="badge keep">current</span>' if current.get(r["stage"]) == r["run"]
-                else ""),
+             + (' <span class="badge keep">current</span>' if ws.current_run(r["stage"])
+                == r["run"] else ""),
              f"<code>{compact_json(r.get('config', {}))}</code>",
              f"<code>{compact_json(r.get('summary', {}))}</code>",
              f'<span class="nowrap">{esc(_when(r.get("started")))}</span>',
              num_cell(_duration(r))]
-            for r in manifest["runs"]]
-    body = facts([("workspace", esc(ctx.data.ws.root)),
-                  ("created (UTC)", esc(_when(manifest["created"]))),
-                  ("parts", count(len(manifest["parts"])))])
+            for r in ws.manifest.get("runs", [])]
+    body = facts([("workspace", esc(ws.root)),
+                  ("created (UTC)", esc(_when(ws.manifest["created"]))),
+                  ("parts", count(len(ws.part_ids())))])
+    body += _recipes(ws.recipes())
     body += "<h3>Sources</h3>" + table(["name", "kind", "paths", "options", "units"], sources,
                                        numeric=[4])
     if models:
@@ -457,6 +502,17 @@ def run_facts(ctx: Context) -> Section:
     return Section("run", "Run facts", body,
                    "Where the samples came from and how every stage was configured; a run's "
                    "id is the hash of its config.")
+
+
+def _recipes(recipes: list[dict[str, Any]]) -> str:
+    """The recipes run on the workspace (``pairsift run``), latest last, each with its text."""
+    if not recipes:
+        return ""
+    rows = [[f"<code>{esc(r['hash'])}</code>",
+             f'<span class="nowrap">{esc(_when(r.get("started")))}</span>',
+             f"<details><summary>recipe</summary><pre>{esc(r['text'])}</pre></details>"]
+            for r in recipes]
+    return "<h3>Recipes</h3>" + table(["recipe hash", "run (UTC)", "text"], rows)
 
 
 def _paths(paths: list[str]) -> str:

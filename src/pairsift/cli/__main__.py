@@ -1,0 +1,5 @@
+"""`python -m pairsift.cli`: the same as the `pairsift` command."""
+
+from . import app
+
+app()

@@ -1,0 +1,371 @@
+"""The commands that are not stages: explain, export, search, the web page, the report,
+the demo, parrot rates and audit, and the index."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shlex
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from .. import api
+from ..stage import get_stage, option_lines, python_name, stage_names
+from .app import GROUPS, Quiet, Workspace, app, console, friendly_errors
+from .stages import PRINTERS, print_default
+
+parrot_app = GROUPS["parrot"]
+
+
+@app.command()
+@friendly_errors
+def explain(
+    uid: Annotated[str, typer.Argument(help="The sample's 32-hex uid.")],
+    workspace: Workspace,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Everything recorded about one sample: where it is, its signals, decisions, errors."""
+    report = api.explain(workspace, uid)
+    if as_json:
+        print(json.dumps(report, indent=1, default=str))
+        return
+    console.print(f"[bold]{report['uid']}[/bold]: {report['verdict']}")
+    if report["sample"]:
+        sample = report["sample"]
+        for field in ("key", "source", "caption", "caption_issue", "width", "height", "format",
+                      "shard", "offset"):
+            console.print(f"  {field}: {sample[field]}")
+    for stage, values in report["signals"].items():
+        console.print(f"  signal {stage}: {values}")
+    for d in report["decisions"]:
+        console.print(f"  decision {d['stage']}: {d['verdict']} {d['reason']} {d['evidence']}")
+    for e in report["errors"]:
+        console.print(f"  error at {e['stage']}: {e['reason']}: {e['message']}")
+
+
+@app.command()
+@friendly_errors
+def export(
+    out: Annotated[Path, typer.Argument(help="Output directory (webdataset) or file.")],
+    workspace: Workspace,
+    format: Annotated[str, typer.Option("--format", "-f", help="webdataset | parquet | "
+                                        "openclip-csv | datacomp-uids")] = "webdataset",
+    shard_size: Annotated[int, typer.Option(help="Samples per WebDataset shard.")] = 10_000,
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace OUT's folder even if it is not a pairsift export of this format.")] = False,
+) -> None:
+    """Write the kept subset."""
+    s = api.export(workspace, out, format=format, shard_size=shard_size, overwrite=overwrite)
+    console.print(f"exported {s.exported:,} samples ({s.dropped:,} dropped) as {s.format} "
+                  f"→ {s.out}")
+    for reason, n in s.left_out.items():
+        console.print(f"left out {n:,} kept samples that {s.format} cannot hold: {reason}")
+
+
+def _share(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x:.1%}"
+
+
+@parrot_app.command("rates")
+@friendly_errors
+def parrot_rates(
+    workspace: Workspace,
+    by: Annotated[str, typer.Option(help="source | cluster")] = "source",
+) -> None:
+    """Share of images with text, of parrot captions, and mean CoTR per source or cluster."""
+    table = Table(title=f"parrot captions by {by}")
+    for column in ("group", "samples", "with text", "parrot", "parrot of text", "mean CoTR"):
+        table.add_column(column)
+    for r in api.parrot_rates(workspace, by=by):
+        table.add_row(str(r["group"]), f"{r['samples']:,}", _share(r["text_rate"]),
+                      _share(r["parrot_rate"]), _share(r["parrot_of_text"]),
+                      "-" if math.isnan(r["mean_cotr"]) else f"{r['mean_cotr']:.3f}")
+    console.print(table)
+
+
+@parrot_app.command("audit")
+@friendly_errors
+def parrot_audit(
+    model: Annotated[str, typer.Option(help="'default' or 'open_clip:ARCH/PRETRAINED'.")] = (
+        "default"),
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+    out: Annotated[Path, typer.Option(help="Folder for parrot_audit.json and .png.")] = Path(
+        "parrot-audit"),
+    words: Annotated[Path | None, typer.Option(help="Words to render, one per line "
+                                                    "(default: 60 common caption words).")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """How much an encoder rewards reading text: the synthetic Sync. Score benchmark."""
+    word_list = words.read_text().split() if words else None
+    r = api.parrot_audit(model=model, device=device, out=out, words=word_list, progress=not quiet)
+    console.print(f"{r.model}: Sync. Score {r.sync_score:.3f} (other words {r.baseline:.3f}, "
+                  f"gap {r.sync_score - r.baseline:+.3f}) over {len(r.words)} words x 4 styles "
+                  f"→ {out}")
+
+
+@app.command()
+@friendly_errors
+def index(
+    workspace: Workspace,
+    model: Annotated[str | None, typer.Option(help="Embeddings to index (default: last "
+                                                   "embedded model).")] = None,
+    memory_budget: Annotated[str, typer.Option(help="Memory the index's vector codes may take "
+                                                    "(e.g. 2GiB, 512MB): picks exact or IVF "
+                                                    "codes.")] = "2GiB",
+    rebuild: Annotated[bool, typer.Option(help="Rebuild instead of adding new parts.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Build or extend the vector index, part by part: exact when small, IVF when large."""
+    s = api.index(workspace, model=model, memory_budget=memory_budget, rebuild=rebuild,
+                  progress=not quiet)
+    table = Table(title=f"index ({s.model})")
+    for column in ("space", "index", "vectors", "parts added", "parts skipped", "nprobe",
+                   "recall@10"):
+        table.add_column(column)
+    for b in s.spaces:
+        table.add_row(b.space, b.factory, f"{b.vectors:,}", str(b.parts_added),
+                      str(b.parts_skipped), str(b.nprobe or "-"),
+                      "-" if b.recall_at_10 is None else f"{b.recall_at_10:.3f}")
+    console.print(table)
+
+
+@app.command()
+@friendly_errors
+def search(
+    workspace: Workspace,
+    text: Annotated[str | None, typer.Argument(help="Text query (joint image-text space).")] = None,
+    image: Annotated[Path | None, typer.Option(help="Image query (visual space): finds its "
+                                                    "duplicates.")] = None,
+    k: Annotated[int, typer.Option("-k", help="Number of hits.")] = 10,
+    verdict: Annotated[str, typer.Option(help="all | kept | dropped")] = "all",
+    reason: Annotated[str | None, typer.Option(help="Only samples dropped for this "
+                                                    "reason.")] = None,
+    model: Annotated[str | None, typer.Option(help="Index to search (default: last embedded "
+                                                   "model).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Top-k samples for a text or an image: score, confidence, verdict, reasons, caption."""
+    hits = api.search(workspace, text, image=image, k=k, verdict=verdict, reason=reason,
+                      model=model)
+    if as_json:
+        print(json.dumps([dataclasses.asdict(h) for h in hits], indent=1))
+        return
+    table = Table(title=f"{len(hits)} hits")
+    for column in ("#", "score", "P(same)", "verdict", "caption", "uid"):
+        table.add_column(column)
+    for h in hits:
+        confidence = "-" if h.confidence is None else f"{h.confidence:.2f}"
+        verdict_text = h.verdict + (f" ({', '.join(h.reasons)})" if h.reasons else "")
+        table.add_row(str(h.rank), f"{h.score:.3f}", confidence, verdict_text,
+                      h.caption or "", h.uid)
+    console.print(table)
+
+
+@app.command()
+@friendly_errors
+def classify(
+    images: Annotated[list[Path], typer.Argument(help="Images to label.")],
+    workspace: Workspace,
+    labels: Annotated[Path, typer.Option(help="Table of labelled samples: CSV, TSV, JSONL or "
+                                              "Parquet.")],
+    label_column: Annotated[str, typer.Option(help="Column holding the label.")] = "label",
+    key_column: Annotated[str, typer.Option(help="Column naming the sample: key or "
+                                                 "uid.")] = "key",
+    k: Annotated[int, typer.Option("-k", help="Neighbours that vote.")] = 10,
+    model: Annotated[str | None, typer.Option(help="Index to search (default: last embedded "
+                                                   "model).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Label images by their nearest labelled samples (majority and similarity-weighted)."""
+    results = api.classify(workspace, images, labels=labels, label_column=label_column,
+                           key_column=key_column, k=k, model=model)
+    if as_json:
+        print(json.dumps([dataclasses.asdict(r) for r in results], indent=1))
+        return
+    table = Table(title=f"kNN labels (k={k})")
+    for column in ("image", "majority", "weighted"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(r.image, f"{r.majority} ({r.majority_votes.get(r.majority, 0):.0%})",
+                      f"{r.weighted} ({r.weighted_votes.get(r.weighted, 0):.0%})")
+    console.print(table)
+
+
+@app.command()
+@friendly_errors
+def calibrate(
+    workspace: Workspace,
+    groups: Annotated[Path | None, typer.Option(help="Table of known duplicate groups: pairs "
+                                                     "inside a group are the same.")] = None,
+    pairs: Annotated[Path | None, typer.Option(help="Table of labelled pairs: columns a, b, "
+                                                    "same.")] = None,
+    group_column: Annotated[str, typer.Option(help="Column holding the group.")] = "group",
+    key_column: Annotated[str, typer.Option(help="Column naming the sample: key or "
+                                                 "uid.")] = "key",
+    space: Annotated[str | None, typer.Option(help="visual | image (default: visual where "
+                                                   "the model has it).")] = None,
+    method: Annotated[str, typer.Option(help="kde | beta | gaussian | platt")] = "kde",
+    prior: Annotated[float | None, typer.Option(help="P(same) to state (default: share of "
+                                                     "same pairs among labelled pairs).")] = None,
+    holdout: Annotated[float, typer.Option(help="Share of pairs held out to measure "
+                                                "ECE.")] = 0.3,
+    model: Annotated[str | None, typer.Option(help="Index to calibrate (default: last "
+                                                   "embedded model).")] = None,
+) -> None:
+    """Fit score -> P(same) on labelled pairs; save it with the index; report held-out ECE."""
+    s = api.calibrate(workspace, groups=groups, pairs=pairs, group_column=group_column,
+                      key_column=key_column, space=space, method=method, prior=prior,
+                      holdout=holdout, model=model)
+    if s.note:
+        console.print(f"[yellow]note:[/yellow] {s.note}")
+    console.print(f"{s.method} on {s.space} scores: {s.pairs:,} pairs ({s.positives:,} same), "
+                  f"stated prior P(same) = {s.prior:.4g}")
+    table = Table(title=f"reliability on {s.heldout.pairs:,} held-out pairs "
+                        f"({s.heldout.positives} same)")
+    for column in ("confidence bin", "pairs", "mean confidence", "observed same"):
+        table.add_column(column)
+    for b in s.heldout.bins:
+        if b["count"]:
+            table.add_row(f"{b['lo']:.1f}-{b['hi']:.1f}", str(b["count"]),
+                          f"{b['confidence']:.3f}", f"{b['observed']:.3f}")
+    console.print(table)
+    console.print(f"ECE {s.heldout.ece:.4f}, Brier {s.heldout.brier:.4f}\n"
+                  f"saved {s.path}\nreliability diagram {s.diagram}")
+
+
+@app.command()
+@friendly_errors
+def serve(
+    workspace: Workspace,
+    host: Annotated[str, typer.Option(help="Interface to listen on (loopback by "
+                                           "default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8765,
+    model: Annotated[str | None, typer.Option(help="Index to serve (default: last embedded "
+                                                   "model).")] = None,
+) -> None:
+    """Run the search web page: search box, image upload, hits with verdicts and explain."""
+    console.print(f"pairsift search on http://{host}:{port} (Ctrl+C stops it)")
+    api.serve(workspace, host=host, port=port, model=model)
+
+
+@app.command()
+@friendly_errors
+def report(
+    workspace: Workspace,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="HTML file to write "
+                                             "(default: WS/report/index.html).")] = None,
+    max_thumbnails: Annotated[int, typer.Option(help="Thumbnails per drop reason.")] = 12,
+    borderline: Annotated[int, typer.Option(help="Samples shown on each side of a "
+                                                 "threshold.")] = 8,
+    quiet: Quiet = False,
+) -> None:
+    """One self-contained HTML page: funnel, distributions, galleries, fairness, run facts."""
+    path = api.report(workspace, out, max_thumbnails=max_thumbnails, borderline=borderline,
+                      progress=not quiet)
+    console.print(f"report → {path} (opens from disk: no server, no network)")
+
+
+@app.command()
+@friendly_errors
+def demo(
+    directory: Annotated[Path, typer.Argument(help="Where to build the demo.")] = Path(
+        "pairsift-demo"),
+    model: Annotated[str, typer.Option(help="Encoder.")] = "default",
+    top: Annotated[float, typer.Option(help="CLIP-score top fraction to keep.")] = 0.75,
+    quiet: Quiet = False,
+) -> None:
+    """Build a small corpus offline and curate it: ingest → embed → score → filter → dedup →
+    export → report."""
+    r = api.demo(directory, model=model, top=top, progress=not quiet)
+    inputs = r.funnel[0][1]
+    table = Table("step", "samples", "of input", title="pairsift demo: the funnel")
+    for step, count in r.funnel:
+        table.add_row(step, f"{count:,}", f"{count / inputs:.0%}")
+        if step == "readable":
+            for reason, n in r.errors.most_common():
+                table.add_row(f"  unreadable: {reason}", f"{n:,}", "")
+    console.print(table)
+    console.print("dropped pairs with the lowest CLIP scores:")
+    for ex in r.dropped_examples:
+        console.print(f"  {ex['clip_score']:.3f}  {ex['key']}: {ex['caption']!r}",
+                      markup=False)
+        console.print(f"         pairsift explain {ex['uid']} -w {shlex.quote(str(r.workspace))}",
+                      soft_wrap=True, markup=False)  # never wrapped: it is pasted back
+    console.print(f"workspace: {r.workspace}\nexport: {r.export}\nreport: {r.report}")
+
+
+if __name__ == "__main__":
+    app()
+
+
+@app.command()
+@friendly_errors
+def run(
+    recipe: Annotated[Path, typer.Argument(help="Recipe file (YAML): sources, model, stages, "
+                                                "export, report.")],
+    workspace: Workspace,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the recipe and print what "
+                                                            "would run; write nothing.")] = False,
+    engine: Annotated[str, typer.Option(help="Where stages run: local.")] = "local",
+    quiet: Quiet = False,
+) -> None:
+    """Run a whole curation from a recipe; finished steps are skipped, so a killed run resumes."""
+    r = api.run(recipe, workspace, dry_run=dry_run, engine=engine, progress=not quiet)
+    table = Table("line", "step", "options", "status",
+                  title=f"{r.recipe.name} (recipe {r.digest}) → {r.workspace}")
+    for step in r.plan:
+        given = {k: v for k, v in step.options.items() if v is not None}
+        table.add_row(str(step.line), step.name, json.dumps(given, default=str),
+                      {"cached": "cached (skipped)", "runs": "runs",
+                       "resumes": "resumes"}[step.status])
+    console.print(table)
+    if dry_run:
+        return
+    for s in r.summaries:
+        PRINTERS.get(getattr(s, "stage", "ingest"), print_default)(s)
+    for e in r.exports:
+        console.print(f"exported {e.exported:,} samples as {e.format} → {e.out}")
+    if r.report is not None:
+        console.print(f"report → {r.report}")
+
+
+@app.command()
+@friendly_errors
+def undo(
+    stage: Annotated[str, typer.Argument(help="The stage whose current run to remove, e.g. "
+                                              "'dedup semantic' or dedup-semantic.")],
+    workspace: Workspace,
+) -> None:
+    """Remove a stage's current decisions and signals (exports and reports stop seeing them)."""
+    removed = api.undo(workspace, stage)
+    console.print(f"{stage}: removed run {removed}" if removed else f"{stage} has no current "
+                  "run: nothing to undo")
+
+
+@app.command()
+def stages() -> None:
+    """Every stage with its options: the CLI flags, the Python keywords and the recipe keys."""
+    for name in stage_names():
+        cls = get_stage(name)
+        console.print(f"[bold]{name}[/bold] ({cls.kind}): {(cls.__doc__ or '').split(chr(10))[0]}")
+        for line in option_lines(cls):
+            console.print(f"    {line}", soft_wrap=True)
+
+
+@parrot_app.command("filter")
+@friendly_errors
+def parrot_filter(
+    rule: Annotated[str, typer.Argument(help="parrot | text-dominated | simple-fix")],
+    workspace: Workspace,
+    threshold: Annotated[float | None, typer.Option(help="The filter's threshold.")] = None,
+) -> None:
+    """Former spelling of `pairsift filter parrot|text-dominated|simple-fix`."""
+    stage = get_stage(f"filter-{rule}")  # an unknown rule: the error names the filters
+    console.print(f"[yellow]note:[/yellow] `pairsift parrot filter {rule}` is now "
+                  f"`pairsift filter {rule}`", soft_wrap=True)
+    options = {} if threshold is None else {"threshold": threshold}
+    print_default(getattr(api, python_name(stage.name))(workspace, **options))
