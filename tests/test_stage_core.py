@@ -303,3 +303,23 @@ def test_export_decides_parts_added_since_the_decisions(workspace_copy, tmp_path
     ws = Workspace.open(workspace_copy)
     assert ws.run_record("dedup-exact")["run"] != first.run  # decided again, new part included
     assert out.exported == ws.num_samples() - ws.num_dropped() == first.kept
+
+
+def test_no_dedup_stage_erases_every_copy_of_an_image(workspace_copy):
+    """Issue 15 item 6: exact dedup kept copy A and dropped B, then SemDeDup (its own ranking)
+    dropped A as a duplicate of B: no copy survived. Now SemDeDup only sees what exact dedup
+    kept, so it never drops a sample because of a copy another stage already dropped."""
+    exact = pairsift.dedup_exact(workspace_copy, progress=False)
+    pairsift.cluster(workspace_copy, target_size=20, progress=False)
+    semantic = pairsift.dedup_semantic(workspace_copy, order="hard", progress=False)
+    ws = Workspace.open(workspace_copy)
+    by_exact = {d["uid"] for d in ws.stage_decisions("dedup-exact").to_pylist()
+                if d["verdict"] == "drop"}
+    drops = [(d["uid"], json.loads(d["evidence"])["of"])
+             for d in ws.stage_decisions("dedup-semantic").to_pylist() if d["verdict"] == "drop"]
+    assert exact.dropped > 0 and semantic.dropped > 0 and semantic.excluded == exact.dropped
+    assert not {uid for uid, _ in drops} & by_exact  # they took no part: nothing to drop
+    assert not {of for _, of in drops} & by_exact  # and no drop points at one of them
+    kept_by_exact = {d["of"] for d in (json.loads(e) for e in ws.stage_decisions(
+        "dedup-exact").column("evidence").to_pylist()) if "of" in d}
+    assert kept_by_exact - ({uid for uid, _ in drops})  # some kept copies survive both
