@@ -161,6 +161,25 @@ class Collection(_Reads):
             self.ws.read_part(p, [c]).column(c).to_numpy() for c in ("width", "height")),
             dtype=np.int64), np.int64)
 
+    def task_results(self, stage: str) -> list[dict[str, np.ndarray]]:
+        """The checkpointed task results of the run of global ``stage`` this run reads (the
+        cluster stage's centroids)."""
+        from ..stage import get_stage
+        from .local import task_id
+
+        record = self.ws.run_record(stage, self.input_run(stage))
+        upstream = get_stage(stage)(**record["options"])
+        folder = self.ws.task_dir(stage, task_id(upstream, record["inputs"]))
+        paths = sorted(folder.glob("task-*.npz"))
+        if not paths:
+            raise WorkspaceError(f"{folder} holds no results of {stage!r}: run "
+                                 f"`pairsift {cli_name(stage)}` again")
+        results = []
+        for path in paths:
+            with np.load(path) as saved:
+                results.append(dict(saved))
+        return results
+
     def uid_codes(self) -> np.ndarray:
         """Every uid as 16 bytes (see :mod:`pairsift.uids`)."""
         return self._cached("uids", lambda: self._concat(

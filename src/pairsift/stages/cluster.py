@@ -118,11 +118,13 @@ class KMeansModel:
         chunk_size: int | None = None,
         device: Device = "cpu",
         progress: Callable[[int, int], None] | None = None,
+        metric: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Nearest centroid (int32) and cosine distance `1 − cos` to it (float32), per row.
 
         Spherical: nearest = max inner product (faiss IndexFlatIP). L2: nearest = min squared
-        L2 to the raw centroid. The distance is always to the *normalised* centroid, as SemDeDup
+        L2 to the raw centroid. ``metric`` ("dot" or "l2") overrides that choice: DataComp
+        trains L2 k-means but assigns by the largest dot product with the raw centroids. The distance is always to the *normalised* centroid, as SemDeDup
         and NeMo rank by it (docs/algorithms.md §1.2 step 3, §2.1); with PCA, in the PCA space.
         Rows are streamed in chunks, so `X` may be a float16 memmap larger than RAM; by default
         a chunk's rows × centroids score matrix takes about 256 MiB, whatever k.
@@ -137,7 +139,8 @@ class KMeansModel:
         for s in range(0, n, chunk_size):
             e = min(s + chunk_size, n)
             x = self.project(X[s:e], device)
-            scores = x @ C.T if self.spherical else 2 * (x @ C.T) - sq
+            dot = self.spherical if metric is None else metric == "dot"
+            scores = x @ C.T if dot else 2 * (x @ C.T) - sq
             lab = scores.argmax(1)
             labels[s:e] = lab.cpu().numpy()
             cos = (x * Cn[lab]).sum(1) / torch.linalg.vector_norm(x, dim=1)
