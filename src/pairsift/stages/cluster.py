@@ -124,8 +124,9 @@ class KMeansModel:
 
         Spherical: nearest = max inner product (faiss IndexFlatIP). L2: nearest = min squared
         L2 to the raw centroid. ``metric`` ("dot" or "l2") overrides that choice: DataComp
-        trains L2 k-means but assigns by the largest dot product with the raw centroids. The distance is always to the *normalised* centroid, as SemDeDup
-        and NeMo rank by it (docs/algorithms.md §1.2 step 3, §2.1); with PCA, in the PCA space.
+        trains L2 k-means but assigns by the largest dot product with the raw centroids.
+        The distance is always to the *normalised* centroid, as SemDeDup and NeMo rank by it
+        (docs/algorithms.md §1.2 step 3, §2.1); with PCA, in the PCA space.
         Rows are streamed in chunks, so `X` may be a float16 memmap larger than RAM; by default
         a chunk's rows × centroids score matrix takes about 256 MiB, whatever k.
         """
