@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ..engine.views import Collection, PartData, embedded_rows
 from ..errors import ConfigError
@@ -55,33 +56,45 @@ def reference_digest(path: Path) -> str:
 
 
 def embed_reference(folder: Path, model: str, space: str, *, device: str = "cpu",
-                    batch_size: int = 64) -> np.ndarray:
-    """The folder's images embedded with the workspace's model, in the clustered space."""
-    from ..io.images import decode_image
+                    batch_size: int = 64) -> tuple[np.ndarray, int]:
+    """The folder's images embedded with the workspace's model, in the clustered space, and
+    how many files were left out because they do not decode."""
+    from ..io.images import ImageDecodeError, decode_image
     from ..models import load_encoder
     from ..models.base import encode_images
 
+    def decoded(file: Path) -> Image.Image | None:
+        try:
+            return decode_image(file.read_bytes()).image
+        except ImageDecodeError:
+            return None
+
     encoder = load_encoder(model, device)
     files = reference_files(folder)
-    if not files:
-        raise ConfigError(f"{folder} holds no image ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    batches = []
+    batches, unreadable = [], 0
     for start in range(0, len(files), batch_size):
-        images = [decode_image(f.read_bytes()).image for f in files[start:start + batch_size]]
-        out = encode_images(encoder, images)
+        images = [decoded(f) for f in files[start:start + batch_size]]
+        unreadable += images.count(None)
+        out = encode_images(encoder, [im for im in images if im is not None])
         batches.append(out.visual if space == "visual" else out.joint)
-    return np.concatenate(batches)
+    reference = np.concatenate(batches) if batches else np.zeros((0, 0), np.float32)
+    if not len(reference):
+        raise ConfigError(f"{folder} holds no readable image "
+                          f"({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return reference, unreadable
 
 
-def load_reference(path: Path, model: str, space: str, **embedding: Any) -> np.ndarray:
-    """Reference embeddings from a ``.npy`` file (rows × dim) or a folder of images."""
+def load_reference(path: Path, model: str, space: str, **embedding: Any
+                   ) -> tuple[np.ndarray, int]:
+    """Reference embeddings from a ``.npy`` file (rows × dim) or a folder of images, and the
+    number of unreadable images left out."""
     if path.is_dir():
         return embed_reference(path, model, space, **embedding)
     reference = np.load(path)
     if reference.ndim != 2 or not len(reference):
         raise ConfigError(f"{path}: expected a 2-D array of embeddings, got shape "
                           f"{reference.shape}")
-    return reference
+    return reference, 0
 
 
 def marked_clusters(model: KMeansModel, reference: np.ndarray, assign: str = "dot") -> np.ndarray:
@@ -138,10 +151,11 @@ class FilterImageBased(DecideStage):
 
     def prepare(self, data: Collection) -> dict[str, Any]:
         model = KMeansModel.from_arrays(data.task_results("cluster")[0])
-        reference = load_reference(Path(self["reference"]), data.model, data.inputs["space"],
-                                   device=self["device"], batch_size=self["batch_size"])
+        reference, unreadable = load_reference(
+            Path(self["reference"]), data.model, data.inputs["space"], device=self["device"],
+            batch_size=self["batch_size"])
         return {"model": model, "marked": marked_clusters(model, reference, self["assign"]),
-                "references": len(reference), "counts": Counter()}
+                "references": len(reference), "unreadable": unreadable, "counts": Counter()}
 
     def labels(self, part: PartData, model: KMeansModel) -> np.ndarray:
         """Each sample's nearest centroid by ``assign`` (-1 without an embedding); the
@@ -188,4 +202,5 @@ class FilterImageBased(DecideStage):
         counts = state["counts"]
         return {"k": state["model"].k, "marked_clusters": len(state["marked"]),
                 "references": state["references"],
+                "unreadable_references": state["unreadable"],
                 "by_reason": {r: counts[r] for r in REASONS if counts[r]}}
