@@ -159,7 +159,7 @@ class _Parser:
             raise self.fail(where, "ingest is written under `sources:`, not as a stage")
         if model is not None and "model" in {p.name for p in cls.params}:
             options.setdefault("model", model)
-        for key in ("labels",):  # file options are relative to the recipe too
+        for key in ("labels", "reference"):  # file options are relative to the recipe too
             if options.get(key):
                 options[key] = self.resolve(options[key])
         return Step(where, self.build(cls.name, options, where))

@@ -152,4 +152,21 @@ PRINTERS = {"ingest": _print_ingest, "embed": _print_embed,
             "dedup-semantic": _print_dedup_semantic, "dedup-fair": _print_dedup_fair,
             "parrot-spot": _print_parrot_spot, "parrot-relative": _print_parrot_relative}
 
+
+def _print_by_reason(s: StageSummary) -> None:
+    print_default(s)
+    for reason, n in s.by_reason.items():
+        console.print(f"  dropped: {reason} {n:,}")
+
+
+def _print_filter_image_based(s: StageSummary) -> None:
+    unreadable = (f" ({s.unreadable_references:,} unreadable images left out)"
+                  if s.unreadable_references else "")
+    console.print(f"{s.references:,} reference embeddings{unreadable} mark "
+                  f"{s.marked_clusters:,} of {s.k:,} clusters")
+    _print_by_reason(s)
+
+
+PRINTERS |= {"filter-basic": _print_by_reason, "filter-image-based": _print_filter_image_based}
+
 register_all()
