@@ -85,8 +85,5 @@ def identifier_digest(name: str) -> str:
     """What a run depends on: the name, or a model file's content hash."""
     if name in (BUNDLED, LANGID):
         return name
-    digest = hashlib.sha256()
     with open(name, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -46,12 +46,12 @@ def reference_files(folder: Path) -> list[Path]:
 
 def reference_digest(path: Path) -> str:
     """What a run depends on: an embedding file's bytes, or a folder's image names and sizes."""
-    digest = hashlib.sha256()
     if path.is_file():
-        digest.update(path.read_bytes())
-    else:
-        for file in reference_files(path):
-            digest.update(f"{file.relative_to(path)}\0{file.stat().st_size}\0".encode())
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    digest = hashlib.sha256()
+    for file in reference_files(path):
+        digest.update(f"{file.relative_to(path)}\0{file.stat().st_size}\0".encode())
     return digest.hexdigest()
 
 
