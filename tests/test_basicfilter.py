@@ -28,8 +28,8 @@ def multilingual() -> list[dict[str, str]]:
         return list(csv.DictReader(f, delimiter="\t"))
 
 
-def accuracy_by_language(identifier) -> dict[str, float]:
-    rows = multilingual()
+def accuracy_by_language(identifier, per_language: int = 5) -> dict[str, float]:
+    rows = [r for i, r in enumerate(multilingual()) if i % 5 < per_language]
     found, _ = identifier.identify([r["text"] for r in rows])
     right, total = Counter(), Counter()
     for row, language in zip(rows, found, strict=True):
@@ -38,12 +38,20 @@ def accuracy_by_language(identifier) -> dict[str, float]:
     return {lang: right[lang] / total[lang] for lang in total}
 
 
-@pytest.mark.parametrize("name", ["lid.176.ftz", LANGID])
-def test_language_id_of_20_languages(name):
-    accuracy = accuracy_by_language(load_identifier(name))
+def test_language_id_of_20_languages():
+    accuracy = accuracy_by_language(load_identifier())
     assert len(accuracy) == 20
     assert np.mean(list(accuracy.values())) >= 0.9
     assert accuracy["en"] == 1.0
+
+
+def test_langid_backend():
+    """langid.py is slow (tens of captions a second here): two sentences per language."""
+    identifier = load_identifier(LANGID)
+    accuracy = accuracy_by_language(identifier, per_language=2)
+    assert np.mean(list(accuracy.values())) >= 0.9
+    _, scores = identifier.identify(["A brown dog is running on the beach."])
+    assert 0.5 < scores[0] <= 1.0  # normalised probabilities, not log-odds
 
 
 def test_bundled_model_loads_without_network(tmp_path):
