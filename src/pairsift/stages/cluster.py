@@ -272,8 +272,7 @@ class Cluster(GlobalStage):
         return model.to_arrays()
 
     def combine(self, data: Collection, results: Any) -> dict[str, Any]:
-        model = KMeansModel.from_arrays(next(iter(results)))
-        return {"model": model, "sizes": np.zeros(model.k, np.int64), "missing": 0}
+        return {"model": KMeansModel.from_arrays(next(iter(results)))}
 
     def part_output(self, data: Collection, state: dict[str, Any], part: int) -> PartOutput:
         X = data.part(part).embeddings(data.inputs["space"])
@@ -283,10 +282,12 @@ class Cluster(GlobalStage):
         if valid.any():
             rows = X if valid.all() else np.asarray(X)[valid]  # a memmap is read in chunks
             labels[valid], dist[valid] = state["model"].assign(rows, device=self["device"])
-        state["sizes"] += np.bincount(labels[valid], minlength=state["model"].k)
-        state["missing"] += int((~valid).sum())
         return PartOutput(signals=pa.table({"cluster": labels, "dist_to_centroid": dist}))
 
     def summarize(self, data: Collection, state: dict[str, Any]) -> dict[str, Any]:
-        return {"k": state["model"].k, "space": data.inputs["space"], "sizes": state["sizes"],
-                "without_embedding": state["missing"]}
+        """Read from the written labels, so that parts assigned on other workers count."""
+        labels = data.read_values("cluster", "cluster", np.int32)
+        k = state["model"].k
+        return {"k": k, "space": data.inputs["space"],
+                "sizes": np.bincount(labels[labels >= 0], minlength=k),
+                "without_embedding": int((labels < 0).sum())}
