@@ -8,7 +8,7 @@
   FairDeDup, the k-means fit) run on a pool of actors, each of which plans once and
   checkpoints every task's result; the driver combines the checkpoints in plan order; the
   actors then write the parts from the combined state (k-means assignment, decisions).
-- **decide** stages: the driver prepares the state (a threshold), the actors write the parts.
+- **decide** stages: the driver prepares the state (a threshold), one task per part decides.
 - **ingest** runs in the driver, as on the local engine: parts are numbered in source order and
   each unit's uids are checked against every earlier one, a sequential scan.
 
@@ -116,9 +116,15 @@ class RayEngine:
                inputs: dict[str, Any], progress: bool) -> StageSummary:
         data = Collection(ws, stage.name, run, inputs)
         state = stage.prepare(data)
-        with self._actors(ray, CollectionWorker, len(data.parts), str(ws.root), stage, run,
-                          inputs) as pool:
-            dropped = self._write_parts(ray, pool, data, state, progress)
+        shared = ray.put(state)
+        task = ray.remote(decide_part).options(num_cpus=1, max_retries=RETRIES)
+        refs = [task.remote(str(ws.root), stage, run, inputs, shared, part)
+                for part in data.parts]
+        dropped = []
+        with progress_bar(stage.name, len(refs), unit="parts", enabled=progress) as advance:
+            for n in _completed(ray, refs):
+                dropped.append(n)
+                advance(1)
         summary = state_summary(stage, data, dropped)
         summary.details = stage.summarize(data, state)
         return summary
@@ -194,11 +200,18 @@ def map_part(root: str, stage: MapStage, run: str, inputs: dict[str, Any],
         worker.close()
 
 
+def decide_part(root: str, stage: DecideStage, run: str, inputs: dict[str, Any], state: Any,
+                part: int) -> int:
+    """One part of a decide stage, as one Ray task; returns the rows it drops."""
+    return write_state_part(stage, Collection(Workspace.open(root), stage.name, run, inputs),
+                            state, part)
+
+
 class CollectionWorker:
-    """One global or decide stage on one Ray worker: the collection view (its caches), and
+    """One global stage on one Ray worker: the collection view (its caches), and
     the plan a global stage's tasks and parts read (made once: plans are deterministic)."""
 
-    def __init__(self, root: str, stage: Stage, run: str, inputs: dict[str, Any], *,
+    def __init__(self, root: str, stage: GlobalStage, run: str, inputs: dict[str, Any], *,
                  on_gpu: bool = False):
         if on_gpu:
             _use_gpu(stage)
@@ -209,7 +222,7 @@ class CollectionWorker:
 
     def _plan(self) -> list[Any]:
         if self.tasks is None:
-            self.tasks = self.stage.plan(self.data) if self.stage.kind == "global" else []
+            self.tasks = self.stage.plan(self.data)
         return self.tasks
 
     def run_task(self, i: int) -> None:

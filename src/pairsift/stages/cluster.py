@@ -129,7 +129,7 @@ class KMeansModel:
         """
         n = len(X)
         chunk_size = chunk_size or int(np.clip(2**26 // max(self.k, 1), 1024, 65_536))
-        C = torch.as_tensor(self.centroids, device=device)
+        C = float_tensor(self.centroids, device)  # read-only when shared (Ray)
         Cn = C / torch.linalg.vector_norm(C, dim=1, keepdim=True).clamp_min(1e-30)
         sq = (C * C).sum(1)
         labels = np.empty(n, dtype=np.int32)
