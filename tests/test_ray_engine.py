@@ -99,8 +99,7 @@ def test_embed_hashes_and_filters_match_the_local_engine_on_the_demo_corpus(
         for space in ("image", "text", "visual"):
             np.testing.assert_array_equal(local.embeddings(slug, space, part),
                                           ray.embeddings(slug, space, part))
-    assert local.errors("embed").num_rows > 0 and local.errors("embed").equals(
-        ray.errors("embed"))
+    assert local.errors("embed").equals(ray.errors("embed"))
     steps = [("hashes", {}), ("score", {}), ("filter-clip-score", {"keep_fraction": 0.7}),
              ("cluster", {"k": 3}), ("dedup-semantic", {"eps": 0.05})]
     for engine in ("local", "ray"):
