@@ -49,7 +49,15 @@ def assert_same_outputs(local: Path, ray: Path, stage: str) -> None:
     for a, b in ((signals_a, signals_b), (decisions_a, decisions_b)):
         assert (a is None) == (b is None)
         if a is not None:
-            assert a.equals(b), stage
+            assert_same_table(a, b)
+
+
+def assert_same_table(a: pa.Table, b: pa.Table) -> None:
+    """Equal schemas and values, NaN equal to NaN (Arrow's ``equals`` says it is not)."""
+    assert a.schema == b.schema and a.num_rows == b.num_rows
+    for name in a.column_names:
+        np.testing.assert_equal(a.column(name).to_pylist(), b.column(name).to_pylist(),
+                                err_msg=name)
 
 
 def test_global_and_decide_stages_match_the_local_engine_on_a_tiled_corpus(ray_cluster,
@@ -60,13 +68,21 @@ def test_global_and_decide_stages_match_the_local_engine_on_a_tiled_corpus(ray_c
     shutil.copytree(tmp_path / "local", tmp_path / "ray")
     steps = [("score", {}), ("cluster", {"k": 6}), ("dedup-exact", {}),
              ("dedup-semantic", {"eps": 0.1}), ("filter-clip-score", {"keep_fraction": 0.5})]
+    summaries = {}
     for engine in ("local", "ray"):
         for name, options in steps:
             function = getattr(pairsift, name.replace("-", "_"))
             summary = function(tmp_path / engine, engine=engine, progress=False, **options)
             assert not summary.cached
+            summaries[engine, name] = summary
     for name, _ in steps:
         assert_same_outputs(tmp_path / "local", tmp_path / "ray", name)
+        local, ray = summaries["local", name], summaries["ray", name]
+        assert (local.kept, local.dropped, local.samples) == (ray.kept, ray.dropped, ray.samples)
+    # counted from what the workers wrote, not from state only the driver would have seen
+    np.testing.assert_array_equal(summaries["local", "cluster"].sizes,
+                                  summaries["ray", "cluster"].sizes)
+    assert summaries["ray", "cluster"].sizes.sum() == 3_000
     assert Workspace.open(tmp_path / "ray").stage_decisions("dedup-semantic").column(
         "verdict").to_pylist().count("drop") > 0  # the comparison covers real decisions
 
@@ -99,7 +115,7 @@ def test_embed_hashes_and_filters_match_the_local_engine_on_the_demo_corpus(
         for space in ("image", "text", "visual"):
             np.testing.assert_array_equal(local.embeddings(slug, space, part),
                                           ray.embeddings(slug, space, part))
-    assert local.errors("embed").equals(ray.errors("embed"))
+    assert_same_table(local.errors("embed"), ray.errors("embed"))
     steps = [("hashes", {}), ("score", {}), ("filter-clip-score", {"keep_fraction": 0.7}),
              ("cluster", {"k": 3}), ("dedup-semantic", {"eps": 0.05})]
     for engine in ("local", "ray"):
@@ -113,15 +129,15 @@ def test_embed_hashes_and_filters_match_the_local_engine_on_the_demo_corpus(
 def test_parrot_spot_on_ray_matches_the_local_engine(ray_cluster, tmp_path):
     """The OCR models load once per actor; words, boxes and CoTR are the local engine's."""
     config = SynthConfig(originals=2, exact_duplicates=0, near_duplicates=0, mismatched=0,
-                         rendered_text=6, corrupt=1, missing_captions=0, missing_images=0)
+                         rendered_text=6, corrupt=0, missing_captions=0, missing_images=0)
     corpus = make_corpus(tmp_path / "corpus", config, layout="folder")
     for engine in ("local", "ray"):
         pairsift.ingest(corpus.source, tmp_path / engine, captions=corpus.captions,
                         name="synth", chunk_size=3, progress=False)
         pairsift.parrot_spot(tmp_path / engine, engine=engine, progress=False)
     assert_same_outputs(tmp_path / "local", tmp_path / "ray", "parrot-spot")
-    local, ray = (Workspace.open(tmp_path / e).errors("parrot-spot") for e in ("local", "ray"))
-    assert local.num_rows > 0 and local.equals(ray)  # the corrupt image fails the same way
+    texts = Workspace.open(tmp_path / "ray").signals("parrot-spot").column("ocr_text")
+    assert sum(bool(words) for words in texts.to_pylist()) >= 3  # text was read, not skipped
 
 
 # -- a run that stops midway -------------------------------------------------------------------
