@@ -108,8 +108,8 @@ class KMeansModel:
         t = unit_rows(X, device)
         if self.pca_matrix is None:
             return t
-        A = torch.as_tensor(self.pca_matrix, device=device)
-        t = t @ A.T + torch.as_tensor(self.pca_bias, device=device)
+        A = float_tensor(self.pca_matrix, device)
+        t = t @ A.T + float_tensor(self.pca_bias, device)
         return unit_rows(t) if self.spherical else t
 
     def assign(
