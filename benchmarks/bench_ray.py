@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256, help="samples embedded")
     parser.add_argument("--samples", type=int, default=200_000, help="SemDeDup samples")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--no-embed", action="store_true", help="skip the embed runs")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-ray-"))
 
@@ -79,7 +80,7 @@ def main() -> None:
         label = "local" if workers is None else f"ray, {workers} worker(s)"
         if init is not None:
             print(f"{label}: ray.init {init:.1f} s")
-        for _ in range(args.repeats):
+        for _ in range(0 if args.no_embed else args.repeats):
             t = timed(pairsift.embed, fresh(ingested, tmp, "run"), engine=engine,
                       progress=False)
             print(f"{label}: embed {t:.1f} s, {n_images / t:.1f} img/s")
