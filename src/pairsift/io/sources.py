@@ -11,6 +11,7 @@ import glob
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -140,9 +141,9 @@ def _open_url(spec: str, *, name: str | None, kind: str, image_column: str | Non
     source = Source(name=name or path_text(_url_base(spec, urls)), kind=kind, paths=urls,
                     options={"captions": None, "image_column": image_column,
                              "caption_column": caption_column})
-    read = ((lambda u: read_tar(u)) if kind == "webdataset" else
-            (lambda u: read_parquet(u, image_column, caption_column)))
-    source.units = [_file_unit(u, lambda u=u: read(u)) for u in urls]
+    read = (read_tar if kind == "webdataset" else
+            partial(read_parquet, image_column=image_column, caption_column=caption_column))
+    source.units = [_file_unit(u, partial(read, u)) for u in urls]
     return source
 
 
