@@ -194,6 +194,20 @@ def test_a_lost_worker_is_retried_by_ray(ray_cluster, tmp_path):
     assert_same_outputs(tmp_path / "local", tmp_path / "ray", "score")
 
 
+def test_a_recipe_runs_on_ray_as_it_runs_locally(ray_cluster, tmp_path):
+    tiled_workspace(tmp_path / "local", 1_000, part_size=250, dim=16, clusters=10)
+    shutil.copytree(tmp_path / "local", tmp_path / "ray")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("stages:\n  - score: {}\n  - filter-clip-score: {keep_fraction: 0.5}\n")
+    for engine in ("local", "ray"):
+        result = pairsift.run(recipe, tmp_path / engine, engine=engine, progress=False)
+        assert [s.stage for s in result.summaries] == ["score", "filter-clip-score"]
+    for name in ("score", "filter-clip-score"):
+        assert_same_outputs(tmp_path / "local", tmp_path / "ray", name)
+    with pytest.raises(ConfigError, match="options of --engine ray"):
+        pairsift.run(recipe, tmp_path / "local", gpus_per_worker=1, progress=False)
+
+
 # -- options -------------------------------------------------------------------------------------
 def test_engine_options_are_checked(tmp_path):
     tiled_workspace(tmp_path / "ws", 100, part_size=50, dim=8, clusters=2)
