@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .engine.runner import run_stage
+from .engine.runner import ENGINE_PARAMS, executor, run_stage
 from .stage import Stage, get_stage, option_lines, python_name, stage_names
 
 
@@ -36,8 +36,8 @@ def stage_function(name: str) -> Callable[..., Any]:
         bound = signature.bind(*args, **options)
         bound.apply_defaults()
         values = dict(bound.arguments)
-        workspace, progress, engine = (values.pop(k) for k in ("workspace", "progress",
-                                                                 "engine"))
+        workspace, progress = values.pop("workspace"), values.pop("progress")
+        engine = executor(**{p.name: values.pop(p.name) for p in ENGINE_PARAMS})
         if cls.kind == "source":
             sources = values["sources"]
             values["sources"] = [str(s) for s in (
@@ -62,8 +62,9 @@ def _signature(cls: type[Stage]) -> inspect.Signature:
         else:
             params.append(inspect.Parameter(p.name, keyword, default=p.default,
                                             annotation=p.kind.__name__))
-    params += [inspect.Parameter("engine", keyword, default="local", annotation="str"),
-               inspect.Parameter("progress", keyword, default=True, annotation="bool")]
+    params += [inspect.Parameter(p.name, keyword, default=p.default, annotation=p.kind.__name__)
+               for p in ENGINE_PARAMS]
+    params.append(inspect.Parameter("progress", keyword, default=True, annotation="bool"))
     return inspect.Signature(params)
 
 

@@ -205,7 +205,9 @@ class GlobalStage(Stage):
 
     @abstractmethod
     def part_output(self, data: Collection, state: Any, part: int) -> PartOutput:
-        """One part's signals and decisions from the combined state."""
+        """One part's signals and decisions from the combined state. It may run on another
+        worker (the Ray engine): it reads ``state`` and what ``plan`` set on the stage, never
+        what ``combine`` set, and changes neither."""
 
     def summarize(self, data: Collection, state: Any) -> dict[str, Any]:
         return {}

@@ -8,7 +8,7 @@ import json
 import math
 import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -16,7 +16,7 @@ from rich.table import Table
 from .. import api
 from ..stage import get_stage, option_lines, python_name, stage_names
 from .app import GROUPS, Quiet, Workspace, app, console, friendly_errors
-from .stages import PRINTERS, print_default
+from .stages import PRINTERS, print_default, with_engine_options
 
 parrot_app = GROUPS["parrot"]
 
@@ -302,7 +302,6 @@ if __name__ == "__main__":
     app()
 
 
-@app.command()
 @friendly_errors
 def run(
     recipe: Annotated[Path, typer.Argument(help="Recipe file (YAML): sources, model, stages, "
@@ -310,11 +309,11 @@ def run(
     workspace: Workspace,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the recipe and print what "
                                                             "would run; write nothing.")] = False,
-    engine: Annotated[str, typer.Option(help="Where stages run: local.")] = "local",
     quiet: Quiet = False,
+    **engine: Any,
 ) -> None:
     """Run a whole curation from a recipe; finished steps are skipped, so a killed run resumes."""
-    r = api.run(recipe, workspace, dry_run=dry_run, engine=engine, progress=not quiet)
+    r = api.run(recipe, workspace, dry_run=dry_run, progress=not quiet, **engine)
     table = Table("line", "step", "options", "status",
                   title=f"{r.recipe.name} (recipe {r.digest}) → {r.workspace}")
     for step in r.plan:
@@ -331,6 +330,9 @@ def run(
         console.print(f"exported {e.exported:,} samples as {e.format} → {e.out}")
     if r.report is not None:
         console.print(f"report → {r.report}")
+
+
+app.command()(with_engine_options(run))
 
 
 @app.command()

@@ -5,6 +5,7 @@ only per-stage code here."""
 from __future__ import annotations
 
 import inspect
+import typing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +14,7 @@ import typer
 from rich.table import Table
 
 from .. import api
+from ..engine.runner import ENGINE_PARAMS
 from ..params import Param
 from ..stage import Stage, StageSummary, get_stage, python_name, stage_names
 from .app import GROUPS, Quiet, Workspace, app, console, counts_table, friendly_errors
@@ -30,6 +32,20 @@ def _option(p: Param) -> inspect.Parameter:
                              annotation=Annotated[kind, typer.Option(*flags, help=help_text)])
 
 
+def engine_options() -> list[inspect.Parameter]:
+    """--engine, --address, --gpus-per-worker: on every stage command and `pairsift run`."""
+    return [_option(p) for p in ENGINE_PARAMS]
+
+
+def with_engine_options(fn: Any) -> Any:
+    """``fn(..., **engine)`` as a command that also takes the engine options."""
+    hints = typing.get_type_hints(fn, include_extras=True)
+    params = [p.replace(annotation=hints[p.name])
+              for p in inspect.signature(fn).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    fn.__signature__ = inspect.Signature([*params, *engine_options()])
+    return fn
+
+
 def _command(cls: type[Stage]) -> Any:
     """A typer command whose parameters are the stage's options."""
     keyword = inspect.Parameter.KEYWORD_ONLY
@@ -40,15 +56,12 @@ def _command(cls: type[Stage]) -> Any:
                 list[str], typer.Argument(help=p.help)]))
         else:
             params.append(_option(p))
-    params += [
-        inspect.Parameter("engine", keyword, default="local", annotation=Annotated[
-            str, typer.Option(help="Where stages run: local.")]),
-        inspect.Parameter("quiet", keyword, default=False, annotation=Quiet)]
+    params += [*engine_options(),
+               inspect.Parameter("quiet", keyword, default=False, annotation=Quiet)]
 
     def command(**values: Any) -> None:
-        quiet, engine = values.pop("quiet"), values.pop("engine")
-        summary = getattr(api, python_name(cls.name))(**values, engine=engine,
-                                                      progress=not quiet)
+        quiet = values.pop("quiet")
+        summary = getattr(api, python_name(cls.name))(**values, progress=not quiet)
         PRINTERS.get(cls.name, print_default)(summary)
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]

@@ -12,12 +12,19 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..stage import DecideStage, GlobalStage, MapStage, PartOutput, Stage, StageSummary
+from ..stage import DecideStage, GlobalStage, MapStage, Stage, StageSummary
 from ..uids import UidSet, uid_codes
-from ..workspace import Workspace, atomic_write, config_hash
-from .parts import IMAGE_LOCATION, LOCATION, error_table, process_part, write_output
+from ..workspace import Workspace
 from .threads import default_threads, ordered_map, progress_bar
-from .views import Collection, PartData
+from .units import (
+    map_summary,
+    map_todo,
+    run_map_part,
+    run_task,
+    state_summary,
+    write_state_part,
+)
+from .views import Collection
 
 
 class LocalEngine:
@@ -83,12 +90,8 @@ class LocalEngine:
 
     def map(self, ws: Workspace, stage: MapStage, run: str, inputs: dict[str, Any],
             progress: bool) -> StageSummary:
-        columns = _map_columns(stage)
-        parts = ws.part_ids()
-        todo = [p for p in parts if not stage.part_done(PartData(ws, stage.name, run, inputs, p))]
-        summary = StageSummary(stage.name, run, parts_done=len(todo),
-                               parts_skipped=len(parts) - len(todo),
-                               samples=sum(ws.part_rows(p) for p in todo))
+        todo = map_todo(ws, stage, run, inputs)
+        summary = map_summary(ws, stage, run, todo)
         if todo:
             stage.setup(inputs)
         with ExitStack() as stack:
@@ -97,13 +100,8 @@ class LocalEngine:
             advance = stack.enter_context(progress_bar(stage.name, summary.samples,
                                                        enabled=progress))
             for part in todo:  # one part's rows in memory at a time
-                view = PartData(ws, stage.name, run, inputs, part, columns)
-                output, failures = process_part(stage, view, image_columns=ws.image_columns(),
-                                                pool=pool, advance=advance)
-                errors = error_table(stage.name, view, failures)
-                write_output(ws, stage.name, run, part, view.uids, output, errors,
-                             output.embeddings_model)
-                summary.failed += errors.num_rows
+                summary.failed += run_map_part(ws, stage, run, inputs, part, pool=pool,
+                                               advance=advance)
         summary.details = stage.summarize(Collection(ws, stage.name, run, inputs))
         return summary
 
@@ -112,27 +110,17 @@ class LocalEngine:
         data = Collection(ws, stage.name, run, inputs)
         stage.setup(inputs)
         tasks = stage.plan(data)
-        folder = ws.task_dir(stage.name, task_id(stage, inputs))
-
-        def one(i: int) -> dict[str, np.ndarray]:
-            path = folder / f"task-{i:05d}.npz"
-            if path.exists():
-                with np.load(path) as saved:
-                    return dict(saved)
-            result = stage.run_task(data, tasks[i])
-            atomic_write(path, lambda tmp: _savez(tmp, result))
-            return result
-
         with progress_bar(stage.name, len(tasks), unit="tasks", enabled=progress) as advance:
             def done() -> Iterator[dict[str, np.ndarray]]:
-                for result in ordered_map(one, range(len(tasks)), self.threads(stage),
+                for result in ordered_map(lambda i: run_task(stage, data, tasks, i),
+                                          range(len(tasks)), self.threads(stage),
                                           window=self.threads(stage)):
                     advance(1)
                     yield result
 
             state = stage.combine(data, done())
-        summary = self._write_parts(ws, stage, run, data,
-                                    lambda part: stage.part_output(data, state, part))
+        summary = state_summary(stage, data, [write_state_part(stage, data, state, part)
+                                              for part in data.parts])
         summary.details = stage.summarize(data, state)
         return summary
 
@@ -140,38 +128,7 @@ class LocalEngine:
                progress: bool) -> StageSummary:
         data = Collection(ws, stage.name, run, inputs)
         state = stage.prepare(data)
-        summary = self._write_parts(ws, stage, run, data, lambda part: PartOutput(
-            decisions=stage.decide(data.part(part), state)))
+        summary = state_summary(stage, data, [write_state_part(stage, data, state, part)
+                                              for part in data.parts])
         summary.details = stage.summarize(data, state)
         return summary
-
-    @staticmethod
-    def _write_parts(ws: Workspace, stage: Stage, run: str, data: Collection,
-                     output_of: Any) -> StageSummary:
-        summary = StageSummary(stage.name, run, samples=data.n, parts_done=len(data.parts))
-        dropped = 0
-        for part in data.parts:
-            output = output_of(part)
-            uids = ws.read_part(part, ["uid"]).column("uid")
-            write_output(ws, stage.name, run, part, uids, output)
-            if output.decisions is not None:
-                dropped += int(np.count_nonzero(output.decisions.drop))
-        if stage.decides:
-            summary.kept, summary.dropped = data.n - dropped, dropped
-        return summary
-
-
-def task_id(stage: GlobalStage, inputs: dict[str, Any]) -> str:
-    """Names a global stage's checkpointed tasks: its inputs and the options they read."""
-    names = stage.task_options if stage.task_options is not None else stage.config
-    return config_hash({"tasks": {k: stage.config[k] for k in names}, "inputs": inputs})
-
-
-def _map_columns(stage: MapStage) -> tuple[str, ...]:
-    extra = (*LOCATION, *IMAGE_LOCATION) if stage.needs_image else ()
-    return tuple(dict.fromkeys((*stage.columns, *extra)))
-
-
-def _savez(path: Any, arrays: dict[str, np.ndarray]) -> None:
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)

@@ -15,18 +15,21 @@ from typing import Any
 
 from rich.console import Console
 
-from ..errors import WorkspaceError
+from ..errors import ConfigError, WorkspaceError
+from ..params import Param, validate
 from ..stage import Stage, StageSummary, get_stage, stage_names
 from ..workspace import Workspace, cli_name, config_hash
 
 _console = Console(stderr=True)
 
 
-def run_stage(stage: Stage, workspace: str | Path | Workspace, *, engine: str = "local",
+def run_stage(stage: Stage, workspace: str | Path | Workspace, *, engine: str | Any = "local",
               progress: bool = True) -> Any:
-    """Run ``stage`` (already validated: building it checked its options) on ``workspace``."""
+    """Run ``stage`` (already validated: building it checked its options) on ``workspace``;
+    ``engine``: a name or an engine object (:func:`executor`)."""
+    engine = executor(engine)
     if stage.kind == "source":
-        return _executor(engine).ingest(stage, workspace, progress=progress)
+        return executor(engine).ingest(stage, workspace, progress=progress)
     ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
     with ws.lock(stage.name, cli_name(stage.name)):
         _refresh_upstream(ws, stage, engine=engine, progress=progress)
@@ -38,7 +41,7 @@ def run_stage(stage: Stage, workspace: str | Path | Workspace, *, engine: str = 
             return cached_summary(ws, stage.name, run)
         ws.begin_run(stage.name, run, {"kind": stage.kind, "config": stage.config,
                                        "options": stage.options, "inputs": inputs})
-        summary = _executor(engine).execute(ws, stage, run, inputs, progress=progress)
+        summary = executor(engine).execute(ws, stage, run, inputs, progress=progress)
         models = summary.details.pop("models", None)
         ws.finish_run(stage.name, run, summary.to_dict(), models=models)
     return summary
@@ -92,7 +95,7 @@ def cached_summary(ws: Workspace, stage: str, run: str) -> StageSummary:
     return StageSummary(**fields)
 
 
-def _refresh_upstream(ws: Workspace, stage: Stage, *, engine: str, progress: bool) -> None:
+def _refresh_upstream(ws: Workspace, stage: Stage, *, engine: Any, progress: bool) -> None:
     """Re-run every upstream stage whose current run no longer matches the workspace."""
     if stage.reads_embeddings:
         _refresh_embeddings(ws, stage.options.get("model"), engine=engine, progress=progress)
@@ -104,7 +107,7 @@ def _refresh_upstream(ws: Workspace, stage: Stage, *, engine: str, progress: boo
     bring_up_to_date(ws, [*required, *optional], engine=engine, progress=progress)
 
 
-def bring_up_to_date(ws: Workspace, stages: list[str], *, engine: str = "local",
+def bring_up_to_date(ws: Workspace, stages: list[str], *, engine: str | Any = "local",
                      progress: bool = True) -> None:
     """Run again, with their recorded options, those of ``stages`` whose current run no
     longer matches the workspace (more parts, another upstream run). Exports call this, so
@@ -121,7 +124,7 @@ def bring_up_to_date(ws: Workspace, stages: list[str], *, engine: str = "local",
             run_stage(upstream, ws, engine=engine, progress=progress)
 
 
-def _refresh_embeddings(ws: Workspace, model: str | None, *, engine: str,
+def _refresh_embeddings(ws: Workspace, model: str | None, *, engine: Any,
                         progress: bool) -> None:
     record = ws.run_record("embed") if ws.current_run("embed") else None
     if record is None:
@@ -152,9 +155,35 @@ def _runtime(stage: Stage, upstream: type[Stage]) -> dict[str, Any]:
     return {k: v for k, v in stage.options.items() if k in names}
 
 
-def _executor(engine: str) -> Any:
-    if engine == "local":
-        from .local import LocalEngine
+# How stages run, declared once for every stage command, the Python API and `pairsift run`.
+ENGINE_PARAMS = (
+    Param("engine", str, "local", "Where stages run: local (this process) or ray (a Ray "
+                                  "cluster).", choices=("local", "ray")),
+    Param("address", str, None, "With --engine ray: the cluster to join (auto, HOST:6379 or "
+                                "ray://HOST:10001); unset: a Ray started for this command."),
+    Param("gpus_per_worker", float, 0.0, "With --engine ray: GPUs per model actor (0.5: two "
+                                         "actors per GPU); their stages then run on cuda.",
+          low=0),
+)
 
-        return LocalEngine()
-    raise WorkspaceError(f"unknown engine {engine!r}; this pairsift has: local")
+
+def executor(engine: str | Any = "local", address: str | None = None,
+             gpus_per_worker: float = 0.0) -> Any:
+    """The engine object for ``--engine/--address/--gpus-per-worker`` (an engine object
+    passes through, so nested runs share it)."""
+    if not isinstance(engine, str):
+        return engine
+    return _executor(**validate("engine", ENGINE_PARAMS, {
+        "engine": engine, "address": address, "gpus_per_worker": gpus_per_worker}))
+
+
+def _executor(engine: str, address: str | None, gpus_per_worker: float) -> Any:
+    if engine == "ray":
+        from .ray import RayEngine
+
+        return RayEngine(address, gpus_per_worker)
+    if address is not None or gpus_per_worker:
+        raise ConfigError("--address and --gpus-per-worker are options of --engine ray")
+    from .local import LocalEngine
+
+    return LocalEngine()

@@ -27,7 +27,7 @@ IMAGE_BYTES_COLUMNS = ("image", "jpg", "png", "webp", "img", "image_bytes", "byt
 KEY_COLUMNS = ("key", "__key__", "id")
 
 
-def image_columns(path: Path, image_column: str | None,
+def image_columns(path: Path | str, image_column: str | None,
                   caption_column: str | None) -> tuple[str, str | None]:
     with arrow_file(path) as f:
         return _columns(pq.read_schema(f), path, image_column, caption_column)
@@ -53,7 +53,7 @@ def image_bytes(value) -> bytes | None:
     return value if isinstance(value, bytes | bytearray) else None
 
 
-def read_parquet(path: Path, image_column: str | None = None,
+def read_parquet(path: Path | str, image_column: str | None = None,
                  caption_column: str | None = None) -> Iterator[RawSample | SampleError]:
     with arrow_file(path) as f:
         parquet = pq.ParquetFile(f)
@@ -84,7 +84,7 @@ def _rows(shard: str, records: list[dict], start: int, image_col: str,
                         caption=caption, caption_issue=issue, uid=uid)
 
 
-def read_parquet_image(path: Path, row: int, image_column: str | None = None) -> bytes:
+def read_parquet_image(path: Path | str, row: int, image_column: str | None = None) -> bytes:
     """The image bytes of one row (for exports and thumbnails; bulk reads use read_parquet)."""
     with arrow_file(path) as f:
         pf = pq.ParquetFile(f)

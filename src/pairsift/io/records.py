@@ -44,9 +44,12 @@ def text_path(text: str) -> str:
     return os.fsdecode(_ESCAPE.sub(_unescape, text.encode("utf-8")))
 
 
-def arrow_file(path: str | os.PathLike) -> pa.OSFile:
-    """``path`` opened for Arrow readers, which refuse a str path that is not UTF-8."""
-    return pa.OSFile(os.fsencode(path))
+def arrow_file(path: str | os.PathLike) -> Any:
+    """``path`` opened for Arrow readers, which refuse a str path that is not UTF-8; a URL
+    (object storage) opens through :mod:`pairsift.io.storage`."""
+    from .storage import is_url, open_binary
+
+    return open_binary(path) if is_url(path) else pa.OSFile(os.fsencode(path))
 
 
 def _unescape(match: re.Match[bytes]) -> bytes:

@@ -11,6 +11,7 @@ import glob
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from braceexpand import braceexpand
 
+from . import storage
 from .folder import list_folder, read_entries
 from .parquet import image_bytes, image_columns, read_parquet, read_parquet_image
 from .records import (
@@ -95,6 +97,9 @@ def open_source(
     """Resolve a SOURCE argument (folder, shard, brace pattern, parquet file) to its units."""
     if kind not in KINDS:
         raise SourceError(f"unknown source kind {kind!r}; choose one of {KINDS}")
+    if storage.is_url(spec):
+        return _open_url(spec, name=name, kind=kind, image_column=image_column,
+                         caption_column=caption_column)
     paths = _expand(str(spec))
     missing = [p for p in paths if not p.exists()]
     if not paths or missing:
@@ -122,12 +127,43 @@ def open_source(
     return source
 
 
-def _file_unit(path: Path, read: Callable[[], Iterator[RawSample | SampleError]]) -> Unit:
-    name = path_text(path.name)
+def _open_url(spec: str, *, name: str | None, kind: str, image_column: str | None,
+              caption_column: str | None) -> Source:
+    """WebDataset shards or Parquet files on object storage (see :mod:`.storage`)."""
+    urls = storage.expand_url(spec)
+    if kind == "auto":  # as for a local folder: the shards when there are any (img2dataset
+        # writes a status .parquet beside each one)
+        kind = "webdataset" if any(u.endswith(".tar") for u in urls) else "parquet"
+    urls = [u for u in urls if u.endswith(".tar" if kind == "webdataset" else ".parquet")]
+    if kind == "folder" or not urls:
+        raise SourceError(f"{spec}: no .tar or .parquet object there (a source on object "
+                          "storage is WebDataset shards or Parquet files)")
+    source = Source(name=name or path_text(_url_base(spec, urls)), kind=kind, paths=urls,
+                    options={"captions": None, "image_column": image_column,
+                             "caption_column": caption_column})
+    read = (read_tar if kind == "webdataset" else
+            partial(read_parquet, image_column=image_column, caption_column=caption_column))
+    source.units = [_file_unit(u, partial(read, u)) for u in urls]
+    return source
+
+
+def _url_base(spec: str, urls: list[str]) -> str:
+    """The source's default name, as for local paths: one object's stem, else the name of
+    the prefix ("folder") that holds the objects."""
+    if urls == [spec]:
+        return Path(storage.name(spec)).stem
+    if not any(c in spec for c in "*?[{"):
+        return storage.name(spec)
+    return storage.name(urls[0].rsplit("/", 1)[0])
+
+
+def _file_unit(path: Path | str, read: Callable[[], Iterator[RawSample | SampleError]]
+               ) -> Unit:
+    name = path_text(storage.name(path))
     return Unit(name, name, lambda: _whole_file_errors(path, read))
 
 
-def _whole_file_errors(path: Path, read: Callable[[], Iterator[RawSample | SampleError]]
+def _whole_file_errors(path: Path | str, read: Callable[[], Iterator[RawSample | SampleError]]
                        ) -> Iterator[RawSample | SampleError]:
     """A shard's items; if the file itself cannot be read, the items read until then and one
     ``broken_shard`` error, so that the run goes on with the next shard."""
@@ -169,14 +205,14 @@ class ImageBytesReader:
         if container == "tar":
             f = self._tars.get(shard)
             if f is None:  # closed in close()
-                f = self._tars[shard] = open(text_path(shard), "rb")  # noqa: SIM115
+                f = self._tars[shard] = storage.open_binary(text_path(shard))
             f.seek(row["offset"])
             return f.read(row["length"])
         if container == "parquet":
             column = self._image_columns.get(row["source"])
             cursor = self._parquet.get(shard)
             if cursor is None or cursor.row > row["offset"]:
-                cursor = self._parquet[shard] = _ParquetCursor(Path(text_path(shard)), column)
+                cursor = self._parquet[shard] = _ParquetCursor(text_path(shard), column)
             return cursor.read(row["offset"])
         return read_image_bytes(container, shard, row["offset"], row["length"])
 
@@ -194,7 +230,7 @@ class ImageBytesReader:
 
 
 class _ParquetCursor:
-    def __init__(self, path: Path, image_column: str | None):
+    def __init__(self, path: str, image_column: str | None):
         column, _ = image_columns(path, image_column, None)
         self._batches = pq.ParquetFile(arrow_file(path)).iter_batches(batch_size=256,
                                                                        columns=[column])
@@ -220,9 +256,9 @@ def read_image_bytes(container: str, shard: str, offset: int, length: int,
     if container == "file":
         return Path(path).read_bytes()
     if container == "tar":
-        with open(path, "rb") as f:
+        with storage.open_binary(path) as f:
             f.seek(offset)
             return f.read(length)
     if container == "parquet":
-        return read_parquet_image(Path(path), offset, image_column)
+        return read_parquet_image(path, offset, image_column)
     raise SourceError(f"unknown container {container!r} for {shard}")

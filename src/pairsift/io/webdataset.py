@@ -30,6 +30,9 @@ from .records import (
     path_text,
     valid_uid,
 )
+from .storage import exists, open_binary, with_suffix
+
+Location = Path | str  # a local path or an object-storage URL
 
 
 @dataclass
@@ -52,11 +55,11 @@ def split_member_name(name: str) -> tuple[str, str]:
     return stem, ext.lower()
 
 
-def _scan(tar_path: Path) -> tuple[dict[str, _Group], str | None]:
+def _scan(tar_path: Location) -> tuple[dict[str, _Group], str | None]:
     """Member offsets grouped by key, and the error that stopped the scan (if any)."""
     groups: dict[str, _Group] = {}
     try:
-        with tarfile.open(tar_path, mode="r:") as tf:
+        with open_binary(tar_path) as f, tarfile.open(fileobj=f, mode="r:") as tf:
             for info in tf:
                 if not info.isfile():
                     continue  # directories, links: not sample members
@@ -79,10 +82,10 @@ def _read(f, member: _Member, limit: int | None = None) -> bytes | None:
     return data if len(data) == size else None
 
 
-def _failed_downloads(tar_path: Path) -> Iterator[SampleError]:
+def _failed_downloads(tar_path: Location) -> Iterator[SampleError]:
     """img2dataset writes ``NNNNN.parquet`` beside each shard; failed rows never reach the tar."""
-    status_path = tar_path.with_suffix(".parquet")
-    if not status_path.exists():
+    status_path = with_suffix(tar_path, ".parquet")
+    if not exists(status_path):
         return
     try:
         with arrow_file(status_path) as f:
@@ -106,7 +109,7 @@ def _failed_downloads(tar_path: Path) -> Iterator[SampleError]:
             )
 
 
-def read_tar(tar_path: Path) -> Iterator[RawSample | SampleError]:
+def read_tar(tar_path: Location) -> Iterator[RawSample | SampleError]:
     """Every sample of one shard, or an error for each key (or the shard) it cannot use."""
     shard = path_text(tar_path)
     yield from _failed_downloads(tar_path)
@@ -116,7 +119,7 @@ def read_tar(tar_path: Path) -> Iterator[RawSample | SampleError]:
                           message=f"{shard}: {scan_error}")
     if not groups:
         return
-    with open(tar_path, "rb") as f:
+    with open_binary(tar_path) as f:
         for key, group in groups.items():
             yield from _sample(f, shard, key, group)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..engine.runner import is_complete, resolve_inputs, run_id, run_stage
+from ..engine.runner import executor, is_complete, resolve_inputs, run_id, run_stage
 from ..errors import ConfigError, WorkspaceError
 from ..recipe import Recipe, Step, load_recipe
 from ..stage import get_stage
@@ -33,8 +33,10 @@ class RunResult:
 
 
 def run(recipe: str | Path, workspace: str | Path, *, base: str | Path | None = None,
-        dry_run: bool = False, engine: str = "local", progress: bool = True) -> RunResult:
+        dry_run: bool = False, engine: str = "local", address: str | None = None,
+        gpus_per_worker: float = 0.0, progress: bool = True) -> RunResult:
     """Validate the whole recipe, then run it; with ``dry_run``, only say what would run.
+    ``engine``, ``address``, ``gpus_per_worker``: where the stages run (as on every stage).
 
     >>> from pairsift import run  # doctest: +SKIP
     >>> run("curate.yaml", "ws", dry_run=True).plan  # doctest: +SKIP
@@ -46,6 +48,7 @@ def run(recipe: str | Path, workspace: str | Path, *, base: str | Path | None = 
     result = RunResult(parsed.path, parsed.digest, workspace.resolve(), plan(parsed, existing))
     if dry_run:
         return result
+    engine = executor(engine, address, gpus_per_worker)
     for step in parsed.sources:
         result.summaries.append(run_stage(step.stage, workspace, engine=engine,
                                           progress=progress))

@@ -108,8 +108,8 @@ class KMeansModel:
         t = unit_rows(X, device)
         if self.pca_matrix is None:
             return t
-        A = torch.as_tensor(self.pca_matrix, device=device)
-        t = t @ A.T + torch.as_tensor(self.pca_bias, device=device)
+        A = float_tensor(self.pca_matrix, device)
+        t = t @ A.T + float_tensor(self.pca_bias, device)
         return unit_rows(t) if self.spherical else t
 
     def assign(
@@ -132,7 +132,7 @@ class KMeansModel:
         """
         n = len(X)
         chunk_size = chunk_size or int(np.clip(2**26 // max(self.k, 1), 1024, 65_536))
-        C = torch.as_tensor(self.centroids, device=device)
+        C = float_tensor(self.centroids, device)  # read-only when shared (Ray)
         Cn = C / torch.linalg.vector_norm(C, dim=1, keepdim=True).clamp_min(1e-30)
         sq = (C * C).sum(1)
         labels = np.empty(n, dtype=np.int32)
@@ -276,8 +276,7 @@ class Cluster(GlobalStage):
         return model.to_arrays()
 
     def combine(self, data: Collection, results: Any) -> dict[str, Any]:
-        model = KMeansModel.from_arrays(next(iter(results)))
-        return {"model": model, "sizes": np.zeros(model.k, np.int64), "missing": 0}
+        return {"model": KMeansModel.from_arrays(next(iter(results)))}
 
     def part_output(self, data: Collection, state: dict[str, Any], part: int) -> PartOutput:
         X = data.part(part).embeddings(data.inputs["space"])
@@ -287,10 +286,12 @@ class Cluster(GlobalStage):
         if valid.any():
             rows = X if valid.all() else np.asarray(X)[valid]  # a memmap is read in chunks
             labels[valid], dist[valid] = state["model"].assign(rows, device=self["device"])
-        state["sizes"] += np.bincount(labels[valid], minlength=state["model"].k)
-        state["missing"] += int((~valid).sum())
         return PartOutput(signals=pa.table({"cluster": labels, "dist_to_centroid": dist}))
 
     def summarize(self, data: Collection, state: dict[str, Any]) -> dict[str, Any]:
-        return {"k": state["model"].k, "space": data.inputs["space"], "sizes": state["sizes"],
-                "without_embedding": state["missing"]}
+        """Read from the written labels, so that parts assigned on other workers count."""
+        labels = data.read_values("cluster", "cluster", np.int32)
+        k = state["model"].k
+        return {"k": k, "space": data.inputs["space"],
+                "sizes": np.bincount(labels[labels >= 0], minlength=k),
+                "without_embedding": int((labels < 0).sum())}

@@ -88,9 +88,14 @@ class Embed(MapStage):
         return part.ws.has_embeddings(model_slug(self["model"]), ["image"], part.part)
 
     def summarize(self, data: Collection) -> dict[str, Any]:
+        """The model's widths read from the stored embeddings, so that the record is the same
+        whichever process (or Ray worker) loaded the encoder."""
+        slug = model_slug(self["model"])
         details: dict[str, Any] = {"model": self["model"]}
-        encoder = getattr(self, "encoder", None)
-        if encoder is not None:
-            details["models"] = {model_slug(self["model"]): {
-                "name": self["model"], "dim": encoder.dim, "visual_dim": encoder.visual_dim}}
+        if data.parts:
+            first = data.parts[0]
+            visual = (data.ws.embeddings(slug, "visual", first).shape[1]
+                      if data.ws.has_embeddings(slug, ["visual"], first) else None)
+            details["models"] = {slug: {"name": self["model"], "visual_dim": visual,
+                                        "dim": data.ws.embeddings(slug, "image", first).shape[1]}}
         return details
