@@ -165,7 +165,7 @@ class Collection(_Reads):
         """The checkpointed task results of the run of global ``stage`` this run reads (the
         cluster stage's centroids)."""
         from ..stage import get_stage
-        from .local import task_id
+        from .units import load_task, task_id
 
         record = self.ws.run_record(stage, self.input_run(stage))
         upstream = get_stage(stage)(**record["options"])
@@ -174,11 +174,7 @@ class Collection(_Reads):
         if not paths:
             raise WorkspaceError(f"{folder} holds no results of {stage!r}: run "
                                  f"`pairsift {cli_name(stage)}` again")
-        results = []
-        for path in paths:
-            with np.load(path) as saved:
-                results.append(dict(saved))
-        return results
+        return [load_task(path) for path in paths]
 
     def uid_codes(self) -> np.ndarray:
         """Every uid as 16 bytes (see :mod:`pairsift.uids`)."""
