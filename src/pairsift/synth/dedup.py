@@ -86,15 +86,21 @@ class DedupCorpus:
         return self.root / "captions.csv"
 
 
-def make_dedup_corpus(out_dir: str | Path, seed: int = 0, *, scale: float = 1.0) -> DedupCorpus:
+def make_dedup_corpus(out_dir: str | Path, seed: int = 0, *, scale: float = 1.0,
+                      families: tuple[str, ...] = FAMILIES) -> DedupCorpus:
     """Write ``images/``, ``captions.csv`` and ``truth.parquet`` into ``out_dir`` (absent or
-    empty). ``scale`` multiplies every count (1.0: about 430 images); same seed, same bytes."""
+    empty). ``scale`` multiplies the procedural counts (1.0: 366 images with every family);
+    ``families`` keeps only some (tests use the procedural ones: no photo decoding). Same
+    arguments, same bytes."""
+    unknown = set(families) - set(FAMILIES)
+    if unknown:
+        raise ValueError(f"unknown families {sorted(unknown)}; choose from {FAMILIES}")
     root = Path(out_dir)
     if root.exists() and any(root.iterdir()):
         raise ValueError(f"{root} is not empty; choose a new directory for the corpus")
     (root / "images").mkdir(parents=True)
     rng = np.random.default_rng(seed)
-    originals = _originals(rng, scale)
+    originals = [o for o in _originals(rng, scale) if o.family in families]
     copies = _copies(rng, originals, round(_COPIES_PER_ORIGINAL * len(originals)))
     rows = []
     with open(root / "captions.csv", "w", newline="", encoding="utf-8") as f:
