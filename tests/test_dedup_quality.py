@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from workspaces import fake_run  # tests/workspaces.py
 
 from pairsift import (
     Workspace,
@@ -108,8 +109,10 @@ def test_hard_negatives_never_duplicates_at_the_defaults(hard_copy):
                                             "dedup-semantic")}
     assert all(not _wrong(d, truth) for d in drops.values()), {s: _wrong(d, truth)
                                                                 for s, d in drops.items()}
-    found = {truth[a]["transform"] for a, _ in drops["dedup-perceptual"]}
-    assert {"hflip", "vflip", "rot90", "rot180", "rot270"} <= found
+    linked = {k for pair in drops["dedup-perceptual"] for k in pair}
+    turned = [k for k, r in truth.items() if r["transform"] in TURNS]
+    assert turned and all(k in linked for k in turned), [
+        (truth[k]["family"], truth[k]["transform"]) for k in turned if k not in linked]
 
 
 def test_text_guard_and_hash_agreement_remove_the_false_pairs(hard_copy):
@@ -125,3 +128,35 @@ def test_text_guard_and_hash_agreement_remove_the_false_pairs(hard_copy):
     dedup_semantic(ws_dir, eps=0.1, text_guard=True, max_phash=16, progress=False)
     drops = _drops(ws_dir, "dedup-semantic")
     assert not _wrong(drops, truth) and drops
+
+
+def test_recommended_recipe_keeps_hard_negatives_and_finds_copies(hard_copy):
+    from importlib.resources import files
+
+    from pairsift import run
+
+    ws_dir, truth = hard_copy
+    run(str(files("pairsift") / "recipes" / "dedup.yaml"), ws_dir, progress=False)
+    drops = [d for s in ("dedup-exact", "dedup-perceptual", "dedup-semantic")
+             for d in _drops(ws_dir, s)]
+    assert not _wrong(drops, truth)
+    copies = sum(r["transform"] is not None for r in truth.values())
+    assert len(drops) >= copies / 2
+
+
+@pytest.mark.parametrize("same_words", [False, True])
+def test_text_guard_uses_parrot_spot_words_when_they_exist(hard_copy, same_words):
+    """With parrot-spot's words (written directly here: each text page reads its own group
+    name, or every page reads the same word), words decide, not the detector: different
+    words are never duplicates; equal words leave the decision to the embedding."""
+    ws_dir, truth = hard_copy
+
+    def words(part, rows):
+        return {"ocr_text": [["menu"] if same_words else [truth[k]["group"]]
+                             if truth[k]["family"] == "text_page" else []
+                             for k in rows.column("key").to_pylist()]}
+
+    fake_run(Workspace.open(ws_dir), "parrot-spot", {"words": same_words}, signals=words)
+    dedup_semantic(ws_dir, eps=0.1, text_guard=True, progress=False)
+    wrong_pages = _wrong(_drops(ws_dir, "dedup-semantic"), truth)["text_page"]
+    assert (wrong_pages > 0) == same_words

@@ -64,10 +64,14 @@ def load_encoder(name: str = DEFAULT, device: str = "cpu") -> ImageTextEncoder:
 
 
 # SemDeDup's ε when the user gives neither ε nor a keep-fraction. Similarity scales differ per
-# embedding space, so the default is per model. The default model's value is measured on the
-# synthetic corpus (tests/test_dedup_semantic.py: precision 1.0, recall 0.97 at k=1 and k=3);
+# embedding space, so the default is per model. The default model's value is the largest ε at
+# which `dedup semantic` alone keeps pair precision ≥ 0.99 on the dedup benchmark's tuning
+# corpus (benchmarks/bench_dedup_peers.py --seed 0: ε 0.005 → precision 1.0, recall 0.11; ε 0.01
+# → 0.72): its visual space puts different text pages and skies at cosine 0.95-0.99. (0.2, the
+# value before, had precision 0.05 there.) For more recall, use the hash agreement and the text
+# guard (`--max-phash 20 --text-guard`, README's dedup recipe), which hold precision at ε 0.1.
 # open_clip's is NeMo Curator's documented example (docs/algorithms.md §2.3), not calibrated here.
-DEDUP_EPS = {DEFAULT: 0.2, OPEN_CLIP_PREFIX: 0.07}
+DEDUP_EPS = {DEFAULT: 0.005, OPEN_CLIP_PREFIX: 0.07}
 
 
 def default_dedup_eps(name: str) -> float:
