@@ -160,3 +160,16 @@ def test_text_guard_uses_parrot_spot_words_when_they_exist(hard_copy, same_words
     dedup_semantic(ws_dir, eps=0.1, text_guard=True, progress=False)
     wrong_pages = _wrong(_drops(ws_dir, "dedup-semantic"), truth)["text_page"]
     assert (wrong_pages > 0) == same_words
+
+
+def test_going_back_to_earlier_options_makes_that_run_current(hard_copy):
+    """A finished run with the same options and inputs is reused, and its decisions become
+    the current ones again (it used to be reported as cached while the other run's decisions
+    stayed in force)."""
+    ws_dir, _ = hard_copy
+    first = dedup_perceptual(ws_dir, progress=False)
+    dedup_perceptual(ws_dir, max_phash=12, max_dhash=14, progress=False)
+    again = dedup_perceptual(ws_dir, progress=False)
+    ws = Workspace.open(ws_dir)
+    assert again.cached and ws.current_run("dedup-perceptual") == first.run
+    assert len(_drops(ws_dir, "dedup-perceptual")) == first.dropped

@@ -416,6 +416,12 @@ class Workspace:
             manifest["current"][stage] = run
             manifest["models"].update(models or {})
 
+    def make_current(self, stage: str, run: str) -> None:
+        """Make a finished run of ``stage`` its current one again (its outputs are kept)."""
+        if self.current_run(stage) != run:
+            with self.update() as manifest:
+                manifest["current"][stage] = run
+
     def clear_stage(self, stage: str) -> str | None:
         """Forget a stage's current run (``pairsift undo``): its signals, decisions and task
         checkpoints are removed, and running it again recomputes it."""

@@ -34,6 +34,7 @@ def run_stage(stage: Stage, workspace: str | Path | Workspace, *, engine: str = 
         inputs = resolve_inputs(ws, stage)
         run = run_id(stage, inputs)
         if is_complete(ws, stage, run):
+            ws.make_current(stage.name, run)  # e.g. back to options that ran before
             return cached_summary(ws, stage.name, run)
         ws.begin_run(stage.name, run, {"kind": stage.kind, "config": stage.config,
                                        "options": stage.options, "inputs": inputs})
