@@ -156,7 +156,7 @@ def test_text_guard_uses_parrot_spot_words_when_they_exist(hard_copy, same_words
                              if truth[k]["family"] == "text_page" else []
                              for k in rows.column("key").to_pylist()]}
 
-    fake_run(Workspace.open(ws_dir), "parrot-spot", {"words": same_words}, signals=words)
+    fake_run(Workspace.open(ws_dir), "parrot-spot", {}, signals=words)
     dedup_semantic(ws_dir, eps=0.1, text_guard=True, progress=False)
     wrong_pages = _wrong(_drops(ws_dir, "dedup-semantic"), truth)["text_page"]
     assert (wrong_pages > 0) == same_words
