@@ -80,15 +80,6 @@ def test_a_failed_run_never_becomes_current(workspace_copy):
     assert ws.current_run("dedup-semantic") == before
 
 
-def test_asking_for_an_earlier_run_again_makes_it_current(workspace_copy):
-    pairsift.score(workspace_copy, progress=False)
-    first = pairsift.filter_clip_score(workspace_copy, top=0.5, progress=False)
-    pairsift.filter_clip_score(workspace_copy, top=0.8, progress=False)
-    again = pairsift.filter_clip_score(workspace_copy, top=0.5, progress=False)
-    assert again.cached and again.run == first.run
-    assert Workspace.open(workspace_copy).current_run("filter-clip-score") == first.run
-
-
 # -- locks and concurrent processes ---------------------------------------------------------
 def test_a_second_run_of_a_stage_refuses_and_names_the_first(workspace_copy):
     ws = Workspace.open(workspace_copy)

@@ -24,7 +24,10 @@ from ..params import Param
 from ..stage import Decisions, GlobalStage, PartOutput, fail, register
 from ..uids import uid_strings
 from .cluster import Device, cluster_members, float_tensor, unit_rows
+from .hashdedup import dihedral_distance, read_hashes
 from .keep import earlier_dedup, excluded, index_dtype, keep_rank
+from .parrot import SPOT
+from .textguard import DETECT, text_guard_veto
 
 torch = lazy("torch")  # imported on first use: the CLI starts without torch
 
@@ -395,6 +398,12 @@ class DedupSemantic(ClusterDedup):
         Param("tie_break", str, "meta", "Ranking of exact copies: meta (Meta's stable sort, "
                                         "dataset order) or id (NeMo Curator's, by id).",
               choices=("meta", "id")),
+        Param("max_phash", int, None, "Agreement: drop only if the matched sample's pHash, "
+                                      "flips and rotations included, is within this distance.",
+              low=0, high=64),
+        Param("text_guard", bool, False, "Never drop a text image as a duplicate of another "
+                                         "text image on the embedding alone (text-detect, "
+                                         "or parrot-spot's words when it ran)."),
         Param("block", int, DEFAULT_BLOCK, "Columns per similarity block.", low=1,
               runtime=True),
         Param("device", str, "cpu", "cpu | cuda", runtime=True),
@@ -406,6 +415,12 @@ class DedupSemantic(ClusterDedup):
             fail("dedup-semantic takes eps or keep_fraction, not both")
         if self["rank_by"] is not None and self["order"] == "quality":
             fail("dedup-semantic: order 'quality' is a ranking of its own; drop rank_by")
+
+    def dependencies(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        required, optional = super().dependencies()
+        hashes = ("hashes",) if self["max_phash"] is not None else ()
+        text = (DETECT,) if self["text_guard"] else ()
+        return (*required, *hashes, *text), (*optional, *((SPOT,) if text else ()))
 
     def extra_inputs(self, ws: Any) -> dict[str, Any]:
         inputs = super().extra_inputs(ws)
@@ -443,8 +458,25 @@ class DedupSemantic(ClusterDedup):
             eps, _ = eps_for_keep_fraction(max_sim, self["keep_fraction"], strict=self["strict"])
         elif eps is None:
             eps = default_eps(data.model)
+        remove = self._removal(data, max_sim, eps)
         return {"max_sim": max_sim, "max_row": max_row, "eps": eps,
-                "remove": self._removal(data, max_sim, eps)}
+                "remove": remove & self._confirmed(data, remove, max_row)}
+
+    def _confirmed(self, data: Collection, remove: np.ndarray,
+                   max_row: np.ndarray) -> np.ndarray:
+        """False where a drop's pair (the sample, the one it matched) fails agreement with
+        the hashes or the text guard: a sample is a duplicate of what it matched, so only
+        that pair is checked, never the rest of its chain."""
+        ok = np.ones(data.n, bool)
+        rows = np.flatnonzero(remove)
+        of = max_row[rows].astype(np.int64)
+        if self["max_phash"] is not None:
+            h = read_hashes(data, dihedral=True)
+            close = dihedral_distance(h, rows, of) <= self["max_phash"]
+            ok[rows[~(close & h.valid[rows] & h.valid[of])]] = False
+        if self["text_guard"]:
+            ok[rows[text_guard_veto(data, rows, of)]] = False
+        return ok
 
     def _removal(self, data: Collection, max_sim: np.ndarray, eps: float) -> np.ndarray:
         """SemDeDup's own rule reads the scores; the others need one more pass per cluster."""
