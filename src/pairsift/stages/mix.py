@@ -34,6 +34,7 @@ from .score import fraction_threshold
 
 STRATEGIES = ("raw_topk", "synthetic_only", "raw_then_synthetic", "synthetic_then_raw", "both")
 RAW, SYNTHETIC, BOTH = "raw", "synthetic", "both"
+CAPTION_SOURCE = "caption_source"
 # (strategy, filter_synthetic, filter_raw) rows of the --compare table
 COMPARED = (("raw_topk", False, False), ("synthetic_only", False, False),
             ("raw_then_synthetic", False, False), ("raw_then_synthetic", True, False),
@@ -137,7 +138,7 @@ class MixCaptions(GlobalStage):
         evidence = {"strategy": self.mix.label, "threshold": round(state["threshold"], 6),
                     "top": self["top"], "s_r": s_r, "s_b": s_b,
                     "raw_caption": view.column("caption"), "synthetic_caption": synthetic}
-        return PartOutput(signals=pa.table({"caption_source": caption_source(raw, syn)}),
+        return PartOutput(signals=pa.table({CAPTION_SOURCE: caption_source(raw, syn)}),
                           decisions=Decisions(~kept, reason, evidence, noted=syn))
 
     def summarize(self, data: Collection, state: dict[str, Any]) -> dict[str, Any]:
@@ -145,6 +146,8 @@ class MixCaptions(GlobalStage):
                                    "threshold": state["threshold"]}
         if self["compare"]:
             details["compare"] = compare(data, self["top"])
+            details["clip_s_model"] = data.ws.run_record(
+                "recaption", data.input_run("recaption"))["inputs"]["model"]
         return details
 
 
