@@ -98,8 +98,12 @@ def _bert_tokenizer(tmp_path, size):
 
 
 def test_blip_random_weights_generates_k_captions_per_image(tmp_path):
-    from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, \
-        BlipProcessor
+    from transformers import (
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
 
     torch.manual_seed(0)
     config = BlipConfig(
@@ -115,8 +119,12 @@ def test_blip_random_weights_generates_k_captions_per_image(tmp_path):
 
 
 def test_blip2_random_weights_generates_k_captions_per_image(tmp_path):
-    from transformers import Blip2Config, Blip2ForConditionalGeneration, BlipImageProcessor, \
-        Blip2Processor
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+        BlipImageProcessor,
+    )
 
     torch.manual_seed(0)
     config = Blip2Config(

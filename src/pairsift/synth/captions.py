@@ -18,10 +18,10 @@ from .photos import PHOTOS
 from .text import tokens
 
 # Words every kind of caption uses: they name no subject.
-_GENERIC = frozenset("""
-a an the of on in at with and or to by for from its next under seen up close photo image
-picture black white text reads words
-""".split())
+_GENERIC = frozenset((
+    "a", "an", "the", "of", "on", "in", "at", "with", "and", "or", "to", "by", "for", "from",
+    "its", "next", "under", "seen", "up", "close", "photo", "image", "picture", "black",
+    "white", "text", "reads", "words"))
 
 
 @cache
