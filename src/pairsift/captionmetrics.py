@@ -12,7 +12,7 @@
 >>> clip_s(np.array([0.4, -0.1], np.float32)).tolist()
 [1.0, 0.0]
 >>> len(trigram_hashes(["a tabby cat on a mat", "A tabby cat on a rug"]))
-6
+5
 """
 
 from __future__ import annotations
