@@ -287,3 +287,23 @@ def test_labels_rescue_mismatched_images_the_raw_filter_drops(ws_copy, demo_corp
     # the truth's judge of a caption, as the benchmark uses it
     assert names_photo("a photo of a tabby cat", "chelsea")
     assert not names_photo(truth[keys[0]]["caption"], "no-such-photo")
+
+
+# -- report ---------------------------------------------------------------------------------
+def test_report_shows_caption_sources_and_the_replaced_captions_first(ws_copy,
+                                                                       embedded_workspace,
+                                                                       tmp_path):
+    pairsift.mix(ws_copy, strategy="raw_then_synthetic", top=0.5, progress=False)
+    html = pairsift.report(ws_copy, out=tmp_path / "r.html", max_thumbnails=100,
+                           progress=False).read_text()
+    section = html[html.index('<section id="captions">'):]
+    section = section[:section.index("</section>")]
+    assert "inflated by construction" in section  # labels is named as what it is
+    assert "<td>raw</td>" in section and "<td>synthetic</td>" in section
+    cards = section.split('<figure class="card pair')[1:]
+    replaced = [c.startswith(" replaced") for c in cards]
+    assert replaced[0] and not replaced[-1] and replaced == sorted(replaced, reverse=True)
+    assert all("<b>raw</b>" in c and "<b>synthetic</b>" in c for c in cards)  # side by side
+    plain = pairsift.report(embedded_workspace, out=tmp_path / "plain.html",
+                            progress=False).read_text()
+    assert 'id="captions"' not in plain

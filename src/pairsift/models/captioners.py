@@ -77,9 +77,9 @@ def check_name(name: str) -> None:
 def load_captioner(name: str, device: str = "cpu") -> Captioner:
     check_name(name)
     if name == LABELS:
-        from .default import DefaultEncoder
+        from . import load_encoder
 
-        return LabelsCaptioner(DefaultEncoder(device))
+        return LabelsCaptioner(load_encoder("default", device))  # the one cached instance
     if name.startswith(OPEN_CLIP):
         arch, _, pretrained = name[len(OPEN_CLIP):].partition("/")
         return CocaCaptioner.from_pretrained(arch, pretrained, device)
