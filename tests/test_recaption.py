@@ -307,3 +307,18 @@ def test_report_shows_caption_sources_and_the_replaced_captions_first(ws_copy,
     plain = pairsift.report(embedded_workspace, out=tmp_path / "plain.html",
                             progress=False).read_text()
     assert 'id="captions"' not in plain
+
+
+def test_cli_mix_compare_prints_every_strategy(ws_copy):
+    from typer.testing import CliRunner
+
+    from pairsift.cli import app
+
+    result = CliRunner().invoke(app, ["mix", "-w", str(ws_copy), "--strategy", "raw_topk",
+                                      "--top", "0.5", "--compare", "--quiet"],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for strategy in ("raw_topk", "synthetic_only", "raw_then_synthetic (rest filtered)",
+                     "synthetic_then_raw", "both", "mean CLIP-S"):
+        assert strategy in result.output
+    assert "mix raw_topk at top 0.5" in result.output
