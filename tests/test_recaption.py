@@ -18,7 +18,6 @@ import pairsift
 from pairsift import Workspace, export
 from pairsift.captionmetrics import SubsetStats, clip_s, trigram_hashes
 from pairsift.errors import ConfigError
-from pairsift.models import captioners
 from pairsift.pipeline.export import ExportError
 from pairsift.stages.mix import Mix
 from pairsift.stages.recaption import cosines, space_of
@@ -153,7 +152,6 @@ def test_recaption_quotes_the_text_parrot_spot_read(ws_copy):
 
 def test_recaption_resumes_per_part_and_truncates_long_captions(ws_copy, monkeypatch):
     ws = Workspace.open(ws_copy)
-    monkeypatch.setattr(captioners, "load_captioner", lambda name, device: LongCaptioner())
     monkeypatch.setattr("pairsift.stages.recaption.load_captioner",
                         lambda name, device: LongCaptioner())
     first = pairsift.recaption(ws_copy, captioner="hf:any/blip", progress=False)
