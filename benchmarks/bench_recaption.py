@@ -41,7 +41,11 @@ def workspace(n: int) -> Workspace:
     shutil.rmtree(ws, ignore_errors=True)
     pairsift.ingest(root / "images", ws, captions=root / "captions.csv", name="synth",
                     progress=False)
-    pairsift.embed(ws, progress=False)
+    start = time.perf_counter()
+    summary = pairsift.embed(ws, progress=False)
+    print(f"embed (same machine, same load, for scale): "
+          f"{summary.samples / (time.perf_counter() - start):.1f} images/s, model loading "
+          "included")
     pairsift.score(ws, progress=False)
     return Workspace.open(ws)
 

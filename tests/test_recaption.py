@@ -42,11 +42,17 @@ def ws_copy(recaptioned, tmp_path):
 
 
 class LongCaptioner:
-    """A captioner whose captions far exceed any text encoder's context."""
+    """A captioner whose captions far exceed any text encoder's context, and which fails on
+    images of one size."""
 
     name = "long"
 
+    def __init__(self, fails_on=None):
+        self.fails_on = fails_on
+
     def preprocess(self, image):
+        if image.size == self.fails_on:
+            raise RuntimeError("this captioner cannot read that image")
         return image.size
 
     def caption(self, pixels, decoding, spotted):
@@ -150,14 +156,20 @@ def test_recaption_quotes_the_text_parrot_spot_read(ws_copy):
                for cs in captions.column("synthetic_captions").to_pylist() for c in cs)
 
 
-def test_recaption_resumes_per_part_and_truncates_long_captions(ws_copy, monkeypatch):
+def test_recaption_resumes_per_part_truncates_long_captions_and_isolates_failures(
+        ws_copy, monkeypatch):
     ws = Workspace.open(ws_copy)
+    sizes = [(r["width"], r["height"]) for _, t in ws.iter_parts(["width", "height"])
+             for r in t.to_pylist()]
+    bad = next(size for size in sizes if sizes.count(size) == 1)  # under 896 px: full size
     monkeypatch.setattr("pairsift.stages.recaption.load_captioner",
-                        lambda name, device: LongCaptioner())
+                        lambda name, device: LongCaptioner(fails_on=bad))
     first = pairsift.recaption(ws_copy, captioner="hf:any/blip", progress=False)
-    assert first.failed == 0 and first.captioned == ws.num_samples()
+    assert first.failed == 1 and first.captioned == ws.num_samples() - 1
+    errors = Workspace.open(ws_copy).errors("recaption").to_pylist()
+    assert [e["reason"] for e in errors] == ["stage_error"]
     s_b = Workspace.open(ws_copy).signals("recaption", ["s_b"]).column("s_b").to_numpy()
-    assert np.isfinite(s_b).all()  # embedded (cut to the context), never rejected
+    assert np.isfinite(s_b).sum() == len(s_b) - 1  # embedded (cut to the context)
     run = first.run
     ws.signal_path("recaption", run, ws.part_ids()[1]).unlink()
     again = pairsift.recaption(ws_copy, captioner="hf:any/blip", progress=False)

@@ -158,7 +158,8 @@ def _print_recaption(s: StageSummary) -> None:
 def _print_mix(s: StageSummary) -> None:
     if "compare" in s.details:
         table = Table("strategy", "τ", "images kept", "pairs kept", "unique trigrams",
-                      "mean CLIP-S", "share synthetic", title=f"mixing strategies at top {s.top:g}")
+                      "mean CLIP-S", "share synthetic",
+                      title=f"mixing strategies at top {s.top:g} (CLIP-S under {s.clip_s_model})")
         for r in s.compare:
             table.add_row(r["strategy"], f"{r['threshold']:.4f}", f"{r['images']:,}",
                           f"{r['pairs']:,}", f"{r['unique_trigrams']:,}", f"{r['clip_s']:.3f}",
