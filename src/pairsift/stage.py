@@ -42,7 +42,7 @@ KINDS = ("source", "map", "global", "decide")
 _REGISTRY: dict[str, type[Stage]] = {}
 # pairsift.stages.<module> registers its stages on import, in the order commands are listed
 _MODULES = ("ingest", "embed", "score", "hashdedup", "cluster", "semdedup", "fairdedup",
-            "parrot", "basicfilter", "imagebased", "textguard")
+            "parrot", "textguard", "basicfilter", "imagebased", "recaption", "mix")
 
 
 class Stage(ABC):
@@ -132,13 +132,15 @@ class PartOutput:
 class Decisions:
     """A decide stage's verdicts for one part: which rows drop, why, and the evidence.
 
-    ``evidence`` maps a name to one value per row; it is stored (as JSON) for dropped rows only.
+    ``evidence`` maps a name to one value per row; it is stored (as JSON) for dropped rows only,
+    and for the kept rows in ``noted`` (a kept sample whose caption was replaced).
     ``reason`` is one reason for all drops or one per row.
     """
 
     drop: np.ndarray
     reason: str | Sequence[str]
     evidence: dict[str, Sequence[Any] | np.ndarray] = field(default_factory=dict)
+    noted: np.ndarray | None = None  # kept rows that carry a reason and evidence too
 
 
 class MapStage(Stage):

@@ -160,10 +160,33 @@ def _print_parrot_relative(s: StageSummary) -> None:
                   f"RSC {s.mean_rsc:.3f}, random boxes {s.mean_rs_rand:.3f}")
 
 
+def _print_recaption(s: StageSummary) -> None:
+    note = (" — labels names the default model's ImageNet class plus the spotted text; its "
+            "CLIP score under the default model is inflated by construction"
+            if s.captioner == "labels" else "")
+    console.print(f"recaption with {s.captioner}: {s.captioned:,} images captioned "
+                  f"({s.parts_skipped} parts already done, {s.failed} failed){_cached(s)}{note}")
+
+
+def _print_mix(s: StageSummary) -> None:
+    if "compare" in s.details:
+        table = Table("strategy", "τ", "images kept", "pairs kept", "unique trigrams",
+                      "mean CLIP-S", "share synthetic",
+                      title=f"mixing strategies at top {s.top:g} (CLIP-S under {s.clip_s_model})")
+        for r in s.compare:
+            table.add_row(r["strategy"], f"{r['threshold']:.4f}", f"{r['images']:,}",
+                          f"{r['pairs']:,}", f"{r['unique_trigrams']:,}", f"{r['clip_s']:.3f}",
+                          f"{r['share_synthetic']:.2f}")
+        console.print(table)
+    console.print(f"mix {s.strategy} at top {s.top:g} (τ = {s.threshold:.4f}): kept {s.kept:,} "
+                  f"images, dropped {s.dropped:,}{_cached(s)}")
+
+
 PRINTERS = {"ingest": _print_ingest, "embed": _print_embed,
             "filter-clip-score": _print_filter_clip_score, "cluster": _print_cluster,
             "dedup-semantic": _print_dedup_semantic, "dedup-fair": _print_dedup_fair,
-            "parrot-spot": _print_parrot_spot, "parrot-relative": _print_parrot_relative}
+            "parrot-spot": _print_parrot_spot, "parrot-relative": _print_parrot_relative,
+            "recaption": _print_recaption, "mix": _print_mix}
 
 
 def _print_by_reason(s: StageSummary) -> None:

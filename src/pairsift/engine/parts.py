@@ -173,19 +173,21 @@ def write_output(ws: Workspace, stage: str, run: str, part: int, uids: pa.Chunke
 
 def decision_table(stage: str, run: str, uids: pa.ChunkedArray | pa.Array,
                    decisions: Decisions) -> pa.Table:
-    """A part's decision rows; evidence is serialised for the dropped rows only."""
+    """A part's decision rows; reason and evidence are stored for the dropped rows and for
+    the kept rows ``decisions.noted`` marks."""
     drop = np.asarray(decisions.drop, bool)
     n = len(drop)
     if len(uids) != n:
         raise RuntimeError(f"{stage} decided {n} rows of a part with {len(uids)}")
-    dropped = np.flatnonzero(drop)
+    noted = drop if decisions.noted is None else drop | np.asarray(decisions.noted, bool)
+    stored = np.flatnonzero(noted)  # the rows whose reason and evidence are kept
     reason = decisions.reason
     reasons = np.full(n, "", object)
-    reasons[dropped] = reason if isinstance(reason, str) else np.asarray(reason, object)[dropped]
+    reasons[stored] = reason if isinstance(reason, str) else np.asarray(reason, object)[stored]
     evidence = np.full(n, "{}", object)
-    if dropped.size:
-        columns = {k: _json_values(v, dropped) for k, v in decisions.evidence.items()}
-        evidence[dropped] = [json.dumps(dict(zip(columns, values, strict=True)))
+    if stored.size:
+        columns = {k: _json_values(v, stored) for k, v in decisions.evidence.items()}
+        evidence[stored] = [json.dumps(dict(zip(columns, values, strict=True)))
                              for values in zip(*columns.values(), strict=True)] \
             if columns else "{}"
     return pa.table({

@@ -115,21 +115,23 @@ def _write_shard(batch: list[ExportSample], out: Path, sizes: dict[str, int],
 
 
 def write_openclip_csv(samples: Iterable[ExportSample], out: Path, image_dir: Path,
-                       image_dir_final: Path | None = None) -> tuple[int, Counter]:
+                       image_dir_final: Path | None = None,
+                       sources: bool = False) -> tuple[int, Counter]:
     """open_clip's ``CsvDataset`` table (tab-separated ``filepath``/``title``).
 
     Samples whose image is a file keep their original path; images inside tars or parquet
     files are copied (bytes unchanged) into ``image_dir`` and named where ``image_dir_final``
     (default: ``image_dir``) will be. A caption that open_clip would read as NaN (empty, or
     spelled like pandas' missing values) cannot be written: its sample is left out and counted
-    under ``caption_reads_as_nan``. Returns the rows written and the samples left out, by reason.
+    under ``caption_reads_as_nan``. ``sources`` adds a ``caption_source`` column (raw or
+    synthetic, from ``mix``). Returns the rows written and the samples left out, by reason.
     """
     image_dir.mkdir(parents=True, exist_ok=True)
     final = (image_dir_final or image_dir).resolve()
     written, left_out = 0, Counter()
     with open(out, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL)
-        writer.writerow(["filepath", "title"])
+        writer.writerow(["filepath", "title", *(["caption_source"] if sources else [])])
         for s in samples:
             title = (s.caption or "").replace("\t", " ").replace("\n", " ")
             if title in PANDAS_NA:
@@ -140,7 +142,7 @@ def write_openclip_csv(samples: Iterable[ExportSample], out: Path, image_dir: Pa
                 name = f"{s.uid}.{image_extension(s.format)}"
                 (image_dir / name).write_bytes(s.image)
                 path = str(final / name)
-            writer.writerow((path, title))
+            writer.writerow((path, title, *([s.meta.get("caption_source")] if sources else [])))
             written += 1
     return written, left_out
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..engine.parts import failure_of
 from ..engine.runner import bring_up_to_date
@@ -35,6 +36,7 @@ from ..io.writers import (
     write_parquet,
     write_webdataset,
 )
+from ..stages.mix import BOTH, CAPTION_SOURCE, RAW, SYNTHETIC
 from ..uids import uid_codes
 from ..workspace import PART_SCHEMA, Workspace, config_hash
 
@@ -64,7 +66,39 @@ def kept_parts(ws: Workspace) -> Iterator[pa.Table]:
                 if name != "uid":  # a name two stages share keeps the stage as a prefix
                     column = name if name not in table.column_names else f"{stage}.{name}"
                     table = table.append_column(column, signals.column(name))
-        yield table.filter(pa.array(~ws.dropped(part)))
+        kept = table.filter(pa.array(~ws.dropped(part)))
+        yield with_chosen_captions(kept) if CAPTION_SOURCE in kept.column_names else kept
+
+
+def with_chosen_captions(table: pa.Table) -> pa.Table:
+    """The captions ``mix`` chose: ``caption`` becomes the chosen one, ``raw_caption`` keeps
+    the source's. A sample kept with both captions (strategy ``both``) becomes two rows; the
+    synthetic one's key gets ``#synthetic`` so the two never share a key."""
+    source = table.column(CAPTION_SOURCE)
+    table = table.append_column("raw_caption", table.column("caption"))
+    raw = table.filter(pc.is_in(source, pa.array([RAW, BOTH])))
+    raw = raw.set_column(raw.schema.get_field_index(CAPTION_SOURCE), CAPTION_SOURCE,
+                         pa.array([RAW] * raw.num_rows, pa.string()))
+    syn = table.filter(pc.is_in(source, pa.array([SYNTHETIC, BOTH])))
+    keys = pc.if_else(pc.equal(syn.column(CAPTION_SOURCE), BOTH),
+                      pc.binary_join_element_wise(syn.column("key"), "synthetic", "#"),
+                      syn.column("key"))
+    for name, values in (("key", keys), ("caption", syn.column("synthetic_caption")),
+                         (CAPTION_SOURCE, pa.array([SYNTHETIC] * syn.num_rows, pa.string()))):
+        syn = syn.set_column(syn.schema.get_field_index(name), name, values)
+    return pa.concat_tables([raw, syn])
+
+
+def chosen_synthetic(ws: Workspace) -> int:
+    """How many kept samples ``mix`` gave a synthetic caption (0 when mix has not run)."""
+    if "mix" not in ws.signal_stages():
+        return 0
+    count = 0
+    for part in ws.part_ids():
+        source = ws.part_signals(part)["mix"].column(CAPTION_SOURCE).filter(
+            pa.array(~ws.dropped(part)))
+        count += pc.sum(pc.is_in(source, pa.array([SYNTHETIC, BOTH]))).as_py() or 0
+    return count
 
 
 def _signal_columns(table: pa.Table) -> list[str]:
@@ -118,6 +152,11 @@ def export(workspace: str | Path, out: str | Path, *, format: str = "webdataset"
     _check_file(out, format)
     if format == "openclip-csv":
         return _export_openclip_csv(ws, out, record, overwrite)
+    synthetic = chosen_synthetic(ws) if format == "datacomp-uids" else 0
+    if synthetic:
+        raise ExportError(f"a DataComp uid list cannot carry the synthetic captions mix chose "
+                          f"for {synthetic:,} kept samples: export webdataset, parquet or "
+                          "openclip-csv")
     with _replacing(out) as tmp:
         if format == "parquet":
             count = write_parquet(kept_parts(ws), tmp)
@@ -151,7 +190,7 @@ def _export_openclip_csv(ws: Workspace, out: Path, record: dict,
     with _replacing(images) as tmp_images, _replacing(out) as tmp:
         unreadable: Counter = Counter()
         count, left_out = write_openclip_csv(_samples(ws, False, unreadable), tmp, tmp_images,
-                                             images)
+                                             images, sources="mix" in ws.signal_stages())
         left_out = Counter(left_out) + unreadable
         summary = _summary(ws, "openclip-csv", out, count, left_out)
         _write_marker(tmp_images, record, summary)
@@ -161,7 +200,7 @@ def _export_openclip_csv(ws: Workspace, out: Path, record: dict,
 def _summary(ws: Workspace, format: str, out: Path, count: int,
              left_out: dict[str, int] | None = None) -> ExportSummary:
     left_out = dict(left_out or {})
-    dropped = ws.num_samples() - count - sum(left_out.values())
+    dropped = ws.num_dropped()  # samples; ``count`` is pairs (mix ``both``: two per image)
     return ExportSummary(format, out, count, dropped, left_out)
 
 

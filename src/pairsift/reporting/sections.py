@@ -534,11 +534,14 @@ def _duration(run: dict[str, Any]) -> str:
 
 def builders(data: ReportData) -> list[Builder]:
     """Every section in page order; each returns None when the workspace lacks its data."""
+    from .captions import caption_section  # it builds on this module's cards
+
     return [
         funnel,
         *(partial(distribution, spec) for spec in SIGNALS),
         cluster_sizes,
         *(partial(gallery, stage) for stage in data.decision_stages),
+        caption_section,
         fairness,
         overlap,
         run_facts,
