@@ -27,7 +27,7 @@ def openai_imagenet_templates() -> list[Template]:
 def read_templates(text: str) -> list[Template]:
     """Templates from a file's text: one per line, ``{}`` (or ``{c}``) where the class goes."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return [lambda c, t=line.replace("{c}", "{}"): t.format(c) for line in lines]
+    return [line.replace("{c}", "{}").format for line in lines]
 
 
 def class_embeddings(encoder: ImageTextEncoder, classnames: Sequence[str],

@@ -36,7 +36,7 @@ from ..models.base import ImageTextEncoder, encode_images
 
 TASKS = ("zeroshot", "retrieval", "fairness", "fidelity")
 BATCH = 64
-RESULT_FILE = "evaluation.json"
+RESULT_FILE = "evaluation-{task}.json"  # in the folder given as ``out``
 
 
 @dataclass
@@ -77,7 +77,8 @@ def evaluate(data: str | Path, *, model: str = "default", task: str = "zeroshot"
              references: str | Path | None = None, dino_model: str = "default",
              identifier: str | None = None) -> EvalResult:
     """Evaluate ``model`` on ``data`` for ``task``; with ``out``, also write the result as
-    JSON (a folder gets ``evaluation.json``).
+    JSON (a ``.json`` file, or ``evaluation-TASK.json`` in a folder, e.g. the training run's,
+    where ``pairsift compare`` finds it).
 
     >>> evaluate("eval/classes", model="run:runs/tiny", task="zeroshot")  # doctest: +SKIP
     """
@@ -102,7 +103,7 @@ def evaluate(data: str | Path, *, model: str = "default", task: str = "zeroshot"
                            identifier)
     if out is not None:
         out = Path(out)
-        result.save(out / RESULT_FILE if out.suffix != ".json" else out)
+        result.save(out if out.suffix == ".json" else out / RESULT_FILE.format(task=task))
     return result
 
 
