@@ -497,11 +497,14 @@ def compare(
                          indent=1))
         return
     metrics = sorted({m for r in rows for m in r.metrics})
-    table = Table("run", "model", "pairs", "steps", "unique trigrams", "synthetic captions",
-                  "Sync. Score", *metrics, title="pairsift compare")
-    for r in rows:
-        table.add_row(str(r.run), r.arch, f"{r.samples:,}", f"{r.steps:,}",
-                      f"{r.unique_trigrams:,}", _share(r.synthetic_share),
-                      "-" if r.sync_score is None else f"{r.sync_score:.3f}",
-                      *("-" if m not in r.metrics else f"{r.metrics[m]:.3f}" for m in metrics))
+    table = Table("", *(r.run.name for r in rows), title="pairsift compare")
+    for label, cell in (
+            ("model", lambda r: r.arch), ("pairs", lambda r: f"{r.samples:,}"),
+            ("steps", lambda r: f"{r.steps:,}"),
+            ("unique trigrams", lambda r: f"{r.unique_trigrams:,}"),
+            ("synthetic captions", lambda r: _share(r.synthetic_share)),
+            ("Sync. Score", lambda r: "-" if r.sync_score is None else f"{r.sync_score:.3f}"),
+            *((m, lambda r, m=m: f"{r.metrics[m]:.3f}" if m in r.metrics else "-")
+              for m in metrics)):
+        table.add_row(label, *(cell(r) for r in rows))
     console.print(table)

@@ -60,12 +60,14 @@ def embed_images(encoder: ImageTextEncoder, images: Sequence[Path | Image.Image]
                  space: str = "joint") -> np.ndarray:
     """Image embeddings in ``space`` (``joint``; ``visual``: the image-only space, the joint
     one where the encoder has no other), loaded and embedded a batch at a time."""
-    out = [np.zeros((0, encoder.dim), np.float32)]
+    out = []
     for batch in evdata.batches(list(images), BATCH):
         loaded = [im if isinstance(im, Image.Image) else evdata.load_image(im) for im in batch]
         emb = encode_images(encoder, loaded)
         out.append(emb.visual if space == "visual" and emb.visual is not None else emb.joint)
-    return np.concatenate(out) if len(out) > 1 else out[0]
+    if not out:
+        raise ConfigError("the evaluation set has no images")
+    return np.concatenate(out)
 
 
 def evaluate(data: str | Path, *, model: str = "default", task: str = "zeroshot",
