@@ -107,3 +107,11 @@ def test_clip_benchmark_absent_is_a_clear_error(monkeypatch, tmp_path):
                                       str(tmp_path), "--model", "open_clip:RN50/openai"])
     assert result.exit_code == 2
     assert "pip install clip_benchmark" in result.output
+
+
+def test_eval_set_cli(tmp_path):
+    result = CliRunner().invoke(app, ["eval-set", str(tmp_path / "ev"), "--per-class", "1"])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "ev" / "classes").glob("*/*.png"))) == 14
+    again = CliRunner().invoke(app, ["eval-set", str(tmp_path / "ev")])
+    assert again.exit_code == 2 and "not empty" in again.output

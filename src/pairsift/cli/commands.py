@@ -508,3 +508,21 @@ def compare(
               for m in metrics)):
         table.add_row(label, *(cell(r) for r in rows))
     console.print(table)
+
+
+@app.command("eval-set")
+@friendly_errors
+def eval_set(
+    directory: Annotated[Path, typer.Argument(help="New folder for the evaluation set.")],
+    per_class: Annotated[int, typer.Option(help="Images per photo (class).")] = 6,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Write a synthetic evaluation set held out from the synthetic corpora (`pairsift demo`):
+    class folders, a retrieval table, class names."""
+    from ..synth.evalset import EvalSetConfig, make_eval_set
+
+    try:
+        s = make_eval_set(directory, EvalSetConfig(seed=seed, per_class=per_class))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    console.print(f"zero-shot: {s.classes} (names: {s.classnames})\nretrieval: {s.retrieval}")
