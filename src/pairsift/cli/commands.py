@@ -519,10 +519,11 @@ def eval_set(
 ) -> None:
     """Write a synthetic evaluation set held out from the synthetic corpora (`pairsift demo`):
     class folders, a retrieval table, class names."""
+    from ..errors import ConfigError
     from ..synth.evalset import EvalSetConfig, make_eval_set
 
     try:
         s = make_eval_set(directory, EvalSetConfig(seed=seed, per_class=per_class))
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise ConfigError(str(exc)) from None
     console.print(f"zero-shot: {s.classes} (names: {s.classnames})\nretrieval: {s.retrieval}")
