@@ -386,7 +386,7 @@ def evaluate(
                                               "table of images with an attribute; fidelity: "
                                               "table of generated images and prompts.")],
     model: Annotated[str, typer.Option(help="'default', 'open_clip:ARCH/PRETRAINED' or "
-                                            "'run:RUN' (a `pairsift train` folder).")] = "default",
+                                            "'run:RUN' (a training run folder).")] = "default",
     task: Annotated[str, typer.Option(help="zeroshot | retrieval | fairness | "
                                            "fidelity")] = "zeroshot",
     out: Annotated[Path | None, typer.Option(help="JSON file, or folder for "
@@ -483,8 +483,8 @@ def train(
 @app.command()
 @friendly_errors
 def compare(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders written by `pairsift "
-                                                    "train`.")],
+    runs: Annotated[list[Path], typer.Argument(
+        help="Run folders written by `pairsift train`.")],
     audit: Annotated[bool, typer.Option(help="Run (or reuse) each model's parrot "
                                              "audit.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
