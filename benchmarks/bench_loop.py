@@ -10,9 +10,10 @@ parrot``; each is audited with ``parrot audit`` on the corpus's overlay words (t
 and its gap over the other words' mean cosine).
 
 ``dedup`` (SemDeDup): a corpus where half the pairs are near duplicates of the other half
-(transformed copies). One model trains on all of it, the other on what ``dedup semantic`` keeps
-(about half), for the same number of steps; both are evaluated for retrieval on the held-out
-synthetic evaluation set.
+(transformed copies). One model trains on all of it, the other on what ``dedup semantic
+--keep-fraction 0.5`` keeps (the default model's default eps also pairs different crops of the
+same photo and keeps about a fifth), for the same number of steps; both are evaluated for
+retrieval on the held-out synthetic evaluation set.
 
 Every seed trains both models with the same seed (subset sampling and training). Prints a
 Markdown block for RESULTS.md: mean ± standard deviation over seeds.
@@ -25,9 +26,11 @@ import csv
 import math
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 from _common import WORK, machine
 
 import pairsift
@@ -70,12 +73,11 @@ def subset(export: Path, size: int, seed: int, out: Path) -> Path:
     return out
 
 
-def train(export: Path, run: Path, steps: int, seed: int) -> tuple[str, float]:
-    with export.open() as f:
-        pairs = sum(1 for _ in f) - 1
-    epochs = math.ceil(steps / (pairs // BATCH))
-    s = pairsift.train(export, run, epochs=epochs, batch_size=BATCH, seed=seed, overwrite=True)
-    return s.model, s.seconds
+def train(export: Path, run: Path, steps: int, seed: int):
+    """At least ``steps`` steps: whole epochs (open_clip_train's unit), the fewest that do."""
+    epochs = math.ceil(steps / (_rows(export) // BATCH))
+    return pairsift.train(export, run, epochs=epochs, batch_size=BATCH, seed=seed,
+                          overwrite=True)
 
 
 def parrot(seeds: int, steps: int) -> list[str]:
@@ -86,19 +88,19 @@ def parrot(seeds: int, steps: int) -> list[str]:
     lines = [f"subsets of {size} pairs; all: {_rows(everything)}, after filter parrot: "
              f"{_rows(filtered)}; {steps} steps of {BATCH}; audit words: the corpus's "
              f"{len(VOCABULARY)} overlay words", "",
-             "| seed | subset | Sync. Score | other words | gap | train s |",
-             "|---|---|---|---|---|---|"]
+             "| seed | subset | steps | Sync. Score | other words | gap | train s |",
+             "|---|---|---|---|---|---|---|"]
     results: dict[str, list[tuple[float, float]]] = {"parrot-heavy": [], "filtered": []}
     for seed in range(seeds):
         for label, export in (("parrot-heavy", everything), ("filtered", filtered)):
             data = subset(export, size, seed, WORK / "loop-parrot" / f"{label}-{seed}.csv")
-            model, seconds = train(data, WORK / "loop-parrot" / f"run-{label}-{seed}", steps,
-                                   seed)
-            audit = pairsift.parrot_audit(model=model, words=list(VOCABULARY), progress=False)
+            run = train(data, WORK / "loop-parrot" / f"run-{label}-{seed}", steps, seed)
+            audit = pairsift.parrot_audit(model=run.model, words=list(VOCABULARY),
+                                          progress=False)
             gap = audit.sync_score - audit.baseline
             results[label].append((audit.sync_score, gap))
-            lines.append(f"| {seed} | {label} | {audit.sync_score:.3f} | {audit.baseline:.3f} "
-                         f"| {gap:+.3f} | {seconds:.0f} |")
+            lines.append(f"| {seed} | {label} | {run.steps} | {audit.sync_score:.3f} | "
+                         f"{audit.baseline:.3f} | {gap:+.3f} | {run.seconds:.0f} |")
     lines.append("")
     for label, values in results.items():
         sync, gap = np.asarray(values).T
@@ -109,34 +111,46 @@ def parrot(seeds: int, steps: int) -> list[str]:
 def dedup(seeds: int, steps: int) -> list[str]:
     config = SynthConfig(**{**NONE, "originals": 120, "near_duplicates": 120})
     everything, deduped = curated("dedup", config, [
-        ("embed", {}), ("cluster", {"target_size": 20}), ("dedup_semantic", {})])
+        ("embed", {}), ("cluster", {"target_size": 20}),
+        ("dedup_semantic", {"keep_fraction": 0.5}),
+    ])
     eval_root = WORK / "loop-dedup" / "eval"
     if not (eval_root / "retrieval.csv").exists():
         shutil.rmtree(eval_root, ignore_errors=True)
         make_eval_set(eval_root, EvalSetConfig(per_class=4))
-    lines = [f"all: {_rows(everything)} pairs, after dedup semantic: {_rows(deduped)}; "
+    lines = [f"all: {_rows(everything)} pairs, after dedup semantic: {_rows(deduped)} "
+             f"({_kept_kinds(WORK / 'loop-dedup', deduped)}); "
              f"{steps} steps of {BATCH} each; retrieval on the held-out set (56 images, "
              "112 captions)", "",
-             "| seed | data | R@1 (mean of both) | image R@5 | text R@5 | train s |",
-             "|---|---|---|---|---|---|"]
+             "| seed | data | steps | R@1 (mean of both) | image R@5 | text R@5 | train s |",
+             "|---|---|---|---|---|---|---|"]
     results: dict[str, list[tuple[float, float, float]]] = {"all": [], "deduplicated": []}
     for seed in range(seeds):
         for label, export in (("all", everything), ("deduplicated", deduped)):
-            model, seconds = train(export, WORK / "loop-dedup" / f"run-{label}-{seed}", steps,
-                                   seed)
-            m = pairsift.evaluate(eval_root / "retrieval.csv", model=model,
+            run = train(export, WORK / "loop-dedup" / f"run-{label}-{seed}", steps, seed)
+            m = pairsift.evaluate(eval_root / "retrieval.csv", model=run.model,
                                   task="retrieval").metrics
             row = (m["datacomp_retrieval"], m["image_retrieval_recall@5"],
                    m["text_retrieval_recall@5"])
             results[label].append(row)
-            lines.append(f"| {seed} | {label} | {row[0]:.3f} | {row[1]:.3f} | {row[2]:.3f} "
-                         f"| {seconds:.0f} |")
+            lines.append(f"| {seed} | {label} | {run.steps} | {row[0]:.3f} | {row[1]:.3f} | "
+                         f"{row[2]:.3f} | {run.seconds:.0f} |")
     lines.append("")
     for label, values in results.items():
         r1, i5, t5 = np.asarray(values).T
         lines.append(f"- {label}: R@1 {_mean_sd(r1)}, image R@5 {_mean_sd(i5)}, text R@5 "
                      f"{_mean_sd(t5)}")
     return lines
+
+
+def _kept_kinds(root: Path, export: Path) -> str:
+    """How many originals and near duplicates an export kept, from the corpus's truth."""
+    truth = pq.read_table(root / "corpus" / "truth.parquet", columns=["name", "kind"])
+    kinds = dict(zip(*truth.to_pydict().values(), strict=True))
+    with export.open(newline="") as f:
+        kept = Counter(kinds[Path(r["filepath"]).name]
+                       for r in csv.DictReader(f, delimiter="\t"))
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(kept.items()))
 
 
 def _rows(export: Path) -> int:
