@@ -17,6 +17,7 @@ from pairsift.evaluation.fairness import (
 from pairsift.evaluation.fidelity import mean_pair_cosine, prompt_cosine, strip_identifier
 from pairsift.evaluation.retrieval import retrieval_metrics
 from pairsift.evaluation.zeroshot import (
+    class_embeddings,
     mean_per_class_recall,
     read_templates,
     topk_accuracy,
@@ -107,6 +108,26 @@ def test_topk_accuracy():
     logits = np.array([[0.9, 0.5, 0.1], [0.2, 0.3, 0.8]])
     assert topk_accuracy(logits, np.array([1, 2]), 1) == 0.5
     assert topk_accuracy(logits, np.array([1, 1]), 2) == 1.0
+
+
+class _TextTable:
+    """An encoder whose text embeddings are looked up in a table."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def encode_texts(self, texts):
+        return unit(*(self.table[t] for t in texts))
+
+
+def test_class_embedding_is_the_normalised_mean_over_templates():
+    encoder = _TextTable({"a cat": [1, 0], "art of cat": [0, 1], "a dog": [1, 1],
+                          "art of dog": [1, 1]})
+    emb = class_embeddings(encoder, ["cat", "dog"], ["a {}".format, "art of {}".format])
+    assert emb == pytest.approx(unit([1, 1], [1, 1]))
+    encoder.table["art of cat"] = [3, 0]  # normalised before averaging: no weight from length
+    assert class_embeddings(encoder, ["cat"], ["a {}".format, "art of {}".format]) == (
+        pytest.approx(unit([1, 0])))
 
 
 def test_template_file():

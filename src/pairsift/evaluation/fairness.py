@@ -16,7 +16,7 @@ A label absent from the top k has an infinite skew; Berg et al.'s code counts it
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,7 +97,7 @@ class FairnessResult:
 
 
 def retrieval_fairness(image_emb: np.ndarray, labels: np.ndarray, prompt_emb: np.ndarray, *,
-                       k: int, desired: str | Sequence[float] | Mapping = "uniform",
+                       k: int, desired: str | Sequence[float] = "uniform",
                        n_labels: int | None = None,
                        zero_policy: str = "berg") -> FairnessResult:
     """Rank the images for each prompt and measure the rankings' labels (``labels``: integer

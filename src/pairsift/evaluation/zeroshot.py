@@ -34,9 +34,8 @@ def class_embeddings(encoder: ImageTextEncoder, classnames: Sequence[str],
                      templates: Sequence[Template]) -> np.ndarray:
     """One row per class: normalised mean of its normalised template embeddings."""
     texts = [template(name) for name in classnames for template in templates]
-    emb = encoder.encode_texts(texts).reshape(len(classnames), len(templates), -1)
-    return l2_normalize(l2_normalize(emb.reshape(len(texts), -1))
-                        .reshape(emb.shape).mean(axis=1))
+    emb = encoder.encode_texts(texts)  # L2-normalised rows, class-major
+    return l2_normalize(emb.reshape(len(classnames), len(templates), -1).mean(axis=1))
 
 
 def topk_accuracy(logits: np.ndarray, targets: np.ndarray, k: int) -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -128,8 +129,8 @@ def train(export: str | Path, out: str | Path, *, model_config: str = "tiny", ep
     args = trainer_args(info, run, arch, epochs=epochs, batch_size=batch_size, lr=lr,
                         warmup=warmup, seed=seed, workers=workers, device=device,
                         precision=precision)
-    if overwrite:
-        _remove_tree(run / TRAINER_DIR)
+    if overwrite and (run / TRAINER_DIR).exists():
+        shutil.rmtree(run / TRAINER_DIR)
     run.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", __name__, *args], capture_output=True,
@@ -148,13 +149,6 @@ def train(export: str | Path, out: str | Path, *, model_config: str = "tiny", ep
               "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     (run / TRAIN_RECORD).write_text(json.dumps(record, indent=1))
     return TrainSummary(run, f"{RUN_PREFIX}{run}", arch, checkpoint, info.samples, steps, seconds)
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    if path.exists():
-        shutil.rmtree(path)
 
 
 def _tar_samples(src, handler=None):
