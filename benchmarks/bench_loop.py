@@ -1,7 +1,7 @@
 """Closing the loop at toy scale: tiny CLIPs trained from scratch on curated subsets.
 
-    python benchmarks/bench_loop.py parrot --seeds 2 --steps 20
-    python benchmarks/bench_loop.py dedup --seeds 2 --steps 20
+    python benchmarks/bench_loop.py parrot --seeds 3 --steps 10
+    python benchmarks/bench_loop.py dedup --seeds 3 --steps 10
 
 ``parrot`` (the Parrot-captions paper): a synthetic corpus where a third of the images with
 drawn words have captions repeating them. One model trains on a random subset of all of it
@@ -16,7 +16,9 @@ same photo and keeps about a fifth), for the same number of steps; both are eval
 retrieval on the held-out synthetic evaluation set.
 
 Every seed trains both models with the same seed (subset sampling and training). Prints a
-Markdown block for RESULTS.md: mean ± standard deviation over seeds.
+Markdown block for RESULTS.md: mean ± standard deviation over seeds (each row also goes to
+stderr as it is measured). Batches of 24: 240 pairs and their deduplicated 120 both divide into
+whole batches, so both models take exactly the same number of steps.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import argparse
 import csv
 import math
 import shutil
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -37,7 +40,7 @@ import pairsift
 from pairsift.synth import VOCABULARY, SynthConfig, make_corpus
 from pairsift.synth.evalset import EvalSetConfig, make_eval_set
 
-BATCH = 32
+BATCH = 24
 NONE = dict(originals=0, exact_duplicates=0, near_duplicates=0, mismatched=0, rendered_text=0,
             corrupt=0, missing_captions=0, missing_images=0)
 
@@ -101,6 +104,7 @@ def parrot(seeds: int, steps: int) -> list[str]:
             results[label].append((audit.sync_score, gap))
             lines.append(f"| {seed} | {label} | {run.steps} | {audit.sync_score:.3f} | "
                          f"{audit.baseline:.3f} | {gap:+.3f} | {run.seconds:.0f} |")
+            print(lines[-1], file=sys.stderr, flush=True)
     lines.append("")
     for label, values in results.items():
         sync, gap = np.asarray(values).T
@@ -135,6 +139,7 @@ def dedup(seeds: int, steps: int) -> list[str]:
             results[label].append(row)
             lines.append(f"| {seed} | {label} | {run.steps} | {row[0]:.3f} | {row[1]:.3f} | "
                          f"{row[2]:.3f} | {run.seconds:.0f} |")
+            print(lines[-1], file=sys.stderr, flush=True)
     lines.append("")
     for label, values in results.items():
         r1, i5, t5 = np.asarray(values).T
