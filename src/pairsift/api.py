@@ -83,6 +83,7 @@ COMMANDS = {
     "serve": "search", "demo": "demo", "explain": "explain", "export": "export",
     "parrot_audit": "parrot", "parrot_rates": "parrot", "report": "report", "run": "run",
     "undo": "run",
+    "evaluate": "evaluate", "clip_benchmark": "evaluate", "train": "train", "compare": "compare",
 }
 __all__ = sorted([*_STAGES, *COMMANDS])
 

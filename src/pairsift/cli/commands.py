@@ -371,3 +371,161 @@ def parrot_filter(
                   f"`pairsift filter {rule}`", soft_wrap=True)
     options = {} if threshold is None else {"threshold": threshold}
     print_default(getattr(api, python_name(stage.name))(workspace, **options))
+
+
+def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
+    table = Table("metric", "value", title=title)
+    for name, value in metrics.items():
+        table.add_row(name, f"{value:.4f}")
+    return table
+
+
+@app.command()
+@friendly_errors
+def evaluate(
+    data: Annotated[Path, typer.Argument(help="zeroshot: folder of class folders; retrieval: "
+                                              "image-caption table or WebDataset; fairness: "
+                                              "table of images with an attribute; fidelity: "
+                                              "table of generated images and prompts.")],
+    model: Annotated[str, typer.Option(help="'default', 'open_clip:ARCH/PRETRAINED' or "
+                                            "'run:RUN' (a training run folder).")] = "default",
+    task: Annotated[str, typer.Option(help="zeroshot | retrieval | fairness | "
+                                           "fidelity")] = "zeroshot",
+    out: Annotated[Path | None, typer.Option(help="JSON file, or folder for "
+                                                  "evaluation-TASK.json (e.g. the run).")] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+    templates: Annotated[Path | None, typer.Option(help="zeroshot: templates, one per line "
+                                                        "with {} (default: OpenAI's "
+                                                        "ImageNet ones).")] = None,
+    classnames: Annotated[Path | None, typer.Option(help="zeroshot: table folder,classname "
+                                                         "(default: folder names).")] = None,
+    image_column: Annotated[str | None, typer.Option(help="Table column with image "
+                                                          "paths.")] = None,
+    caption_column: Annotated[str | None, typer.Option(help="retrieval: caption "
+                                                            "column.")] = None,
+    attribute: Annotated[str, typer.Option(help="fairness: column with the attribute "
+                                                "label.")] = "label",
+    prompts: Annotated[Path | None, typer.Option(help="fairness: table template,concept "
+                                                      "(default: Berg et al.'s).")] = None,
+    k: Annotated[int, typer.Option("-k", help="fairness: top k for MaxSkew/MinSkew.")] = 1000,
+    desired: Annotated[str, typer.Option(help="fairness: uniform | dataset")] = "uniform",
+    zero_policy: Annotated[str, typer.Option(help="fairness: berg (absent label = 1/k) | "
+                                                  "epsilon")] = "berg",
+    references: Annotated[Path | None, typer.Option(help="fidelity: folder of the subject's "
+                                                         "real images.")] = None,
+    dino_model: Annotated[str, typer.Option(help="fidelity: encoder for the DINO score; "
+                                                 "'default' uses the default model's visual "
+                                                 "space (reported as visual_i, not "
+                                                 "dino).")] = "default",
+    identifier: Annotated[str | None, typer.Option(help="fidelity: subject token removed "
+                                                        "from prompts for CLIP-T.")] = None,
+) -> None:
+    """Measure an encoder: zero-shot accuracy, retrieval recall, retrieval fairness or subject
+    fidelity, on an evaluation set you bring."""
+    r = api.evaluate(data, model=model, task=task, device=device, out=out, templates=templates,
+                     classnames=classnames, image_column=image_column,
+                     caption_column=caption_column, attribute=attribute, prompts=prompts, k=k,
+                     desired=desired, zero_policy=zero_policy, references=references,
+                     dino_model=dino_model, identifier=identifier)
+    console.print(_metrics_table(f"{r.task}: {r.model} on {r.data} ({r.samples:,} images)",
+                                 r.metrics))
+    if out is not None:
+        console.print(f"→ {out}")
+
+
+@app.command("clip-benchmark")
+@friendly_errors
+def clip_benchmark(
+    task: Annotated[str, typer.Argument(help="clip_benchmark dataset name, e.g. cifar10.")],
+    dataset_root: Annotated[Path, typer.Option(help="Where clip_benchmark's datasets are.")],
+    model: Annotated[str, typer.Option(help="open_clip:ARCH/PRETRAINED or run:RUN.")],
+    out: Annotated[Path, typer.Option(help="Folder for clip_benchmark's JSON.")] = Path(
+        "clip-benchmark"),
+) -> None:
+    """Run clip_benchmark's own evaluation (needs `pip install clip_benchmark`)."""
+    from ..models import OPEN_CLIP_PREFIX, resolve_run
+
+    name = resolve_run(model)
+    if not name.startswith(OPEN_CLIP_PREFIX):
+        raise typer.BadParameter("clip_benchmark evaluates open_clip models")
+    arch, _, pretrained = name.removeprefix(OPEN_CLIP_PREFIX).partition("/")
+    path = api.clip_benchmark(task, model=arch, pretrained=pretrained,
+                              dataset_root=dataset_root, out=out)
+    console.print(f"clip_benchmark {task} → {path}")
+
+
+@app.command()
+@friendly_errors
+def train(
+    export: Annotated[Path, typer.Argument(help="A pairsift export: open_clip CSV or "
+                                                "WebDataset folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder; the model is then "
+                                                          "run:OUT.")],
+    model_config: Annotated[str, typer.Option(help="tiny (CPU, minutes) or an open_clip "
+                                                   "config: RN50, ViT-B-32...")] = "tiny",
+    epochs: Annotated[int, typer.Option(help="Passes over the export.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 64,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 5e-4,
+    warmup: Annotated[int | None, typer.Option(help="Warm-up steps (default: a tenth of the "
+                                                    "steps, at most 100).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    workers: Annotated[int, typer.Option(help="Data loader processes.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    overwrite: Annotated[bool, typer.Option(help="Replace a run already in OUT.")] = False,
+) -> None:
+    """Train a CLIP on an export with open_clip's trainer (open_clip_train)."""
+    s = api.train(export, out, model_config=model_config, epochs=epochs, batch_size=batch_size,
+                  lr=lr, warmup=warmup, seed=seed, workers=workers, device=device,
+                  overwrite=overwrite)
+    console.print(f"trained {s.arch} for {s.steps:,} steps on {s.samples:,} pairs in "
+                  f"{s.seconds:.0f} s → {s.checkpoint}\nuse it as --model {s.model}",
+                  soft_wrap=True)
+
+
+@app.command()
+@friendly_errors
+def compare(
+    runs: Annotated[list[Path], typer.Argument(
+        help="Run folders written by `pairsift train`.")],
+    audit: Annotated[bool, typer.Option(help="Run (or reuse) each model's parrot "
+                                             "audit.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Training runs side by side: size, caption trigrams, synthetic captions, evaluation
+    metrics, parrot-audit Sync. Score."""
+    rows = api.compare(runs, audit=audit)
+    if as_json:
+        print(json.dumps([{**dataclasses.asdict(r), "run": str(r.run)} for r in rows],
+                         indent=1))
+        return
+    metrics = sorted({m for r in rows for m in r.metrics})
+    table = Table("", *(r.run.name for r in rows), title="pairsift compare")
+    for label, cell in (
+            ("model", lambda r: r.arch), ("pairs", lambda r: f"{r.samples:,}"),
+            ("steps", lambda r: f"{r.steps:,}"),
+            ("unique trigrams", lambda r: f"{r.unique_trigrams:,}"),
+            ("synthetic captions", lambda r: _share(r.synthetic_share)),
+            ("Sync. Score", lambda r: "-" if r.sync_score is None else f"{r.sync_score:.3f}"),
+            *((m, lambda r, m=m: f"{r.metrics[m]:.3f}" if m in r.metrics else "-")
+              for m in metrics)):
+        table.add_row(label, *(cell(r) for r in rows))
+    console.print(table)
+
+
+@app.command("eval-set")
+@friendly_errors
+def eval_set(
+    directory: Annotated[Path, typer.Argument(help="New folder for the evaluation set.")],
+    per_class: Annotated[int, typer.Option(help="Images per photo (class).")] = 6,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Write a synthetic evaluation set held out from the synthetic corpora (`pairsift demo`):
+    class folders, a retrieval table, class names."""
+    from ..errors import ConfigError
+    from ..synth.evalset import EvalSetConfig, make_eval_set
+
+    try:
+        s = make_eval_set(directory, EvalSetConfig(seed=seed, per_class=per_class))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    console.print(f"zero-shot: {s.classes} (names: {s.classnames})\nretrieval: {s.retrieval}")

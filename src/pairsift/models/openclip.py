@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import open_clip
@@ -19,6 +20,10 @@ from PIL import Image
 from pairsift.models.base import ImageEmbeddings, cut_to_context, l2_normalize
 
 TEXT_BATCH = 256
+# pairsift's own model configs (``pairsift-tiny``: a CLIP that trains in minutes on a CPU),
+# registered so open_clip knows them by name like its own.
+CONFIGS = Path(__file__).with_name("configs")
+open_clip.add_model_config(CONFIGS)
 
 
 def _check_arch_and_weights(arch: str, pretrained: str | None) -> None:
