@@ -42,7 +42,7 @@ KINDS = ("source", "map", "global", "decide")
 _REGISTRY: dict[str, type[Stage]] = {}
 # pairsift.stages.<module> registers its stages on import, in the order commands are listed
 _MODULES = ("ingest", "embed", "score", "hashdedup", "cluster", "semdedup", "fairdedup",
-            "parrot")
+            "parrot", "finetune")
 
 
 class Stage(ABC):
