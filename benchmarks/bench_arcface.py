@@ -75,7 +75,7 @@ def part1(args: argparse.Namespace) -> None:
                               seed=seed, name=f"groups-{seed}", threads=args.threads,
                               progress=False)
         rows.append(s)
-        print(f"seed {seed}: {s.identities} identities, {s.samples} samples, best epoch "
+        print(f"seed {seed}: {s.identities} identities, {s.split_samples} samples, best epoch "
               f"{s.best_epoch}, {s.train_seconds:.1f} s")
         for m in METRICS:
             print(f"  {m:10s} before {s.before[m]:.3f}  after {s.after[m]:.3f}")
@@ -107,7 +107,7 @@ def part2(args: argparse.Namespace) -> None:
                               patience=args.epochs, threads=args.threads, seed=rep,
                               name=f"timing-{rep}", progress=False)
         total = time.perf_counter() - start
-        print(f"{n:,} labelled {dim}-d embeddings ({s.samples['train']:,} trained on), "
+        print(f"{n:,} labelled {dim}-d embeddings ({s.split_samples['train']:,} trained on), "
               f"{args.epochs} epochs on {args.threads} threads: training {s.train_seconds:.1f} s "
               f"({s.train_seconds / args.epochs:.2f} s/epoch), whole stage {total:.1f} s")
 

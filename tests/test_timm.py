@@ -95,3 +95,13 @@ def test_visual_only_workspace_with_dino_random_weights(workspace_copy, demo_cor
     pairsift.index(ws_root, space=tuned.space, progress=False)
     hits = pairsift.search(ws_root, image=query, k=2, space=tuned.space)
     assert hits[0].key == query.stem and hits[0].score == pytest.approx(1, abs=1e-2)
+    labelled = next(k for k in truth.column("key").to_pylist()
+                    if (demo_corpus / "images" / f"{k}.jpg").exists() and truth.filter(
+                        pc.equal(truth.column("key"), k)).column("group")[0].is_valid)
+    voted = pairsift.classify(ws_root, [demo_corpus / "images" / f"{labelled}.jpg"],
+                              labels=labels, label_column="group", space=tuned.space, k=1)
+    group = truth.filter(pc.equal(truth.column("key"), labelled)).column("group")[0].as_py()
+    assert voted[0].majority == group  # its own stored copy is its nearest labelled sample
+    fitted = pairsift.calibrate(ws_root, groups=labels, group_column="group",
+                                space=tuned.space)
+    assert fitted.space == tuned.space and fitted.path.exists()

@@ -148,13 +148,12 @@ def _print_parrot_relative(s: StageSummary) -> None:
 
 
 def _print_finetune(s: StageSummary) -> None:
-    table = Table("test identities", "before", "after",
-                  title=f"{s.space}: {s.identities['test']} test identities never trained on "
-                        f"({s.samples['test']} samples)")
+    table = Table(f"{s.identities['test']} test identities ({s.split_samples['test']} "
+                  "samples), never trained on", "before", "after", title=s.space)
     for metric in ("recall@1", "recall@5", "recall@10", "mAP", "overlap", "auc", "ece"):
         table.add_row(metric, f"{s.before[metric]:.3f}", f"{s.after[metric]:.3f}")
     console.print(table)
-    console.print(f"trained on {s.identities['train']} identities ({s.samples['train']} "
+    console.print(f"trained on {s.identities['train']} identities ({s.split_samples['train']} "
                   f"samples), best epoch {s.best_epoch} by recall@1 on "
                   f"{s.identities['validation']} validation identities, "
                   f"{s.train_seconds:.1f} s{_cached(s)}\nhead {s.path}\nscore plot {s.plot}\n"

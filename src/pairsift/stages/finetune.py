@@ -123,7 +123,7 @@ class Finetune(GlobalStage):
             "base": space, "config": self.config, "trained_from": data.inputs["trained_from"],
             "labels": str(self["labels"]), "label_column": self["label_column"],
             "identities": {s: int(len(np.unique(codes[r]))) for s, r in rows.items()},
-            "samples": {s: int(len(r)) for s, r in rows.items()},
+            "split_samples": {s: int(len(r)) for s, r in rows.items()},
             "before": before.metrics, "after": after.metrics, "history": trained.history,
             "best_epoch": trained.best_epoch, "train_seconds": round(trained.seconds, 3)}
         arrays = {f"w{i}": w for i, w in enumerate(weights)}
@@ -154,7 +154,7 @@ class Finetune(GlobalStage):
     def summarize(self, data: Collection, state: dict[str, Any]) -> dict[str, Any]:
         head, name = state["head"], self["name"]
         path = spaces.head_path(data.ws, name)
-        keep = ("identities", "samples", "before", "after", "best_epoch", "train_seconds")
+        keep = ("identities", "split_samples", "before", "after", "best_epoch", "train_seconds")
         return {"head": name, "space": spaces.head_space(head.base, name),
                 "digest": head.digest, "path": str(path),
                 "plot": str(path.with_suffix(".png")),
