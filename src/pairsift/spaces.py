@@ -18,6 +18,7 @@ embeddings or an index made by the one it replaced.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 import shutil
@@ -151,8 +152,6 @@ def load_head(ws: Workspace, name: str) -> Head:
 def _read_head(path: str, mtime_ns: int, size: int) -> Head:
     """Read once per file version (the key holds its mtime and size)."""
     blob = Path(path).read_bytes()
-    import io
-
     with np.load(io.BytesIO(blob), allow_pickle=False) as stored:
         layers = sum(1 for k in stored.files if k.startswith("w"))
         weights = tuple(np.asarray(stored[f"w{i}"], np.float32) for i in range(layers))
@@ -183,13 +182,3 @@ def space_inputs(ws: Workspace, space: str) -> dict[str, Any]:
     """What a run reading ``space`` depends on: the space, and the head's digest if any."""
     _, name = parse(space)
     return {"space": space} | ({} if name is None else {"head": load_head(ws, name).digest})
-
-
-def head_spaces(ws: Workspace, model: str) -> list[str]:
-    """The spaces of the heads trained on ``model``'s embeddings."""
-    out = []
-    for path in sorted(heads_dir(ws).glob("*.npz")):
-        head = load_head(ws, path.stem)
-        if head.record["model"] == model:
-            out.append(head_space(head.base, path.stem))
-    return out

@@ -24,6 +24,7 @@ from ..engine.views import Collection
 from ..errors import ConfigError
 from ..io.tables import read_table
 from ..lazy import lazy
+from ..models import model_slug
 from ..params import Param
 from ..retrieval import arcface
 from ..stage import GlobalStage, PartOutput, fail, register
@@ -119,7 +120,7 @@ class Finetune(GlobalStage):
         after = arcface.evaluate_space(arcface.apply(trained.head, x["test"]), y["test"],
                                        self["seed"])
         record = {
-            "model": _slug(data.model), "model_name": data.model,
+            "model": model_slug(data.model), "model_name": data.model,
             "base": space, "config": self.config, "trained_from": data.inputs["trained_from"],
             "labels": str(self["labels"]), "label_column": self["label_column"],
             "identities": {s: int(len(np.unique(codes[r]))) for s, r in rows.items()},
@@ -161,15 +162,10 @@ class Finetune(GlobalStage):
                 **{k: head.record[k] for k in keep}}
 
 
-def _slug(model: str) -> str:
-    from ..models import model_slug
-
-    return model_slug(model)
-
-
 def unit(rows: np.ndarray) -> np.ndarray:
-    return np.asarray(rows, np.float32) / np.maximum(
-        np.linalg.norm(np.asarray(rows, np.float32), axis=1, keepdims=True), 1e-12)
+    """Float32 unit rows (stored embeddings are float16, so not quite unit length)."""
+    x = np.asarray(rows, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def label_codes(data: Collection, path: Path, id_column: str,
