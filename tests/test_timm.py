@@ -37,6 +37,8 @@ def test_timm_names_are_image_only_models_with_their_own_slug():
     assert not has_text(DINO) and has_text("default")
     with pytest.raises(ConfigError, match="unknown timm model"):
         load_encoder("timm:not_a_model.dino")  # fails before any download
+    with pytest.raises(ConfigError, match="unknown timm model"):
+        pairsift.embed("no-workspace-needed", model="timm:not_a_model.dino", progress=False)
     with pytest.raises(ConfigError, match="--keep-fraction"):
         default_dedup_eps(DINO)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from pairsift.errors import ConfigError
 from pairsift.models.base import ImageEmbeddings, ImageTextEncoder
 
-__all__ = ["ImageEmbeddings", "ImageTextEncoder", "default_dedup_eps", "has_text",
+__all__ = ["ImageEmbeddings", "ImageTextEncoder", "check_model", "default_dedup_eps", "has_text",
            "load_encoder", "model_slug"]
 
 DEFAULT = "default"
@@ -57,6 +57,16 @@ def _check_name(name: str) -> None:
     """Reject anything that is not the default, an open_clip or a timm name."""
     if name != DEFAULT and not name.startswith((OPEN_CLIP_PREFIX, TIMM_PREFIX)):
         raise ConfigError(f"unknown model name {name!r}; accepted forms: {ACCEPTED_FORMS}")
+
+
+def check_model(name: str) -> None:
+    """ConfigError for a name no backend can load, before anything is written or downloaded
+    (a timm architecture is looked up in timm's registry)."""
+    model_slug(name)
+    if name.startswith(TIMM_PREFIX):
+        from pairsift.models.timm_visual import check_arch
+
+        check_arch(_parse_timm(name)[0])
 
 
 def has_text(name: str) -> bool:

@@ -9,7 +9,7 @@ import numpy as np
 from ..engine.views import Collection, PartData
 from ..io.images import decode_image
 from ..lazy import lazy
-from ..models import has_text, load_encoder, model_slug
+from ..models import check_model, has_text, load_encoder, model_slug
 from ..models.base import ImageTextEncoder
 from ..params import Param
 from ..stage import MapStage, PartOutput, Sample, register
@@ -59,7 +59,7 @@ class Embed(MapStage):
     )
 
     def check(self) -> None:
-        model_slug(self["model"])  # an unknown model name fails here, before any write
+        check_model(self["model"])  # an unknown model name fails here, before any write
 
     def setup(self, inputs: dict[str, Any]) -> None:
         self.encoder = load_encoder(self["model"], self["device"])
