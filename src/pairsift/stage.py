@@ -42,7 +42,8 @@ KINDS = ("source", "map", "global", "decide")
 _REGISTRY: dict[str, type[Stage]] = {}
 # pairsift.stages.<module> registers its stages on import, in the order commands are listed
 _MODULES = ("ingest", "embed", "score", "hashdedup", "cluster", "semdedup", "fairdedup",
-            "parrot", "textguard", "basicfilter", "imagebased", "recaption", "mix")
+            "parrot", "textguard", "basicfilter", "imagebased", "recaption", "mix",
+            "finetune")
 
 
 class Stage(ABC):

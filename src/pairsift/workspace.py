@@ -383,13 +383,30 @@ class Workspace:
             write_array(self.embedding_path(model, space, part), array.astype(np.float16))
 
     def embeddings(self, model: str, space: str, part: int) -> np.ndarray:
-        """Memory-mapped float16 embeddings of one part (rows aligned with the part)."""
-        path = self.embedding_path(model, space, part)
+        """Memory-mapped float16 embeddings of one part (rows aligned with the part).
+
+        ``space`` is any name :mod:`pairsift.spaces` knows: a stored space, or a head's
+        (``visual+arcface:NAME``), computed from the stored one on first read and kept.
+        """
+        from . import spaces
+
+        folder, head = spaces.resolve(self, model, space)
+        path = self.embedding_path(model, folder, part)
+        if head is not None and not path.exists():
+            write_array(path, head.apply(self.embeddings(model, head.base, part)).astype(
+                np.float16))
         if not path.exists():
-            raise WorkspaceError(
-                f"{path} is missing: run `pairsift embed --model {model}` on this workspace"
-            )
+            raise WorkspaceError(self._missing_embeddings(model, space, path))
         return np.load(path, mmap_mode="r")
+
+    def _missing_embeddings(self, model: str, space: str, path: Path) -> str:
+        record = self.models().get(model, {})
+        if record and not record.get("dim") and space in ("image", "text"):
+            return (f"model {record.get('name', model)!r} is visual-only (no text tower): it "
+                    f"has no {space!r} embeddings. What needs text (CLIP score, text search, "
+                    f"parrot captions) needs an image-text model; image-image commands use "
+                    f"its 'visual' space")
+        return f"{path} is missing: run `pairsift embed --model {model}` on this workspace"
 
     def embedding_rows(self, model: str, space: str) -> EmbeddingRows:
         """All parts' embeddings of one space as one row-indexable (memory-mapped) matrix."""

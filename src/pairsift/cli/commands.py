@@ -117,11 +117,14 @@ def index(
                                                     "(e.g. 2GiB, 512MB): picks exact or IVF "
                                                     "codes.")] = "2GiB",
     rebuild: Annotated[bool, typer.Option(help="Rebuild instead of adding new parts.")] = False,
+    space: Annotated[str | None, typer.Option(help="Index only this space, e.g. a trained "
+                                                   "head's visual+arcface:NAME (default: "
+                                                   "every embedded image space).")] = None,
     quiet: Quiet = False,
 ) -> None:
     """Build or extend the vector index, part by part: exact when small, IVF when large."""
     s = api.index(workspace, model=model, memory_budget=memory_budget, rebuild=rebuild,
-                  progress=not quiet)
+                  space=space, progress=not quiet)
     table = Table(title=f"index ({s.model})")
     for column in ("space", "index", "vectors", "parts added", "parts skipped", "nprobe",
                    "recall@10"):
@@ -146,11 +149,14 @@ def search(
                                                     "reason.")] = None,
     model: Annotated[str | None, typer.Option(help="Index to search (default: last embedded "
                                                    "model).")] = None,
+    space: Annotated[str | None, typer.Option(help="Space of an image query: visual, image or "
+                                                   "a trained head's (visual+arcface:NAME), "
+                                                   "applied to the query.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Top-k samples for a text or an image: score, confidence, verdict, reasons, caption."""
     hits = api.search(workspace, text, image=image, k=k, verdict=verdict, reason=reason,
-                      model=model)
+                      model=model, space=space)
     if as_json:
         print(json.dumps([dataclasses.asdict(h) for h in hits], indent=1))
         return
@@ -178,11 +184,13 @@ def classify(
     k: Annotated[int, typer.Option("-k", help="Neighbours that vote.")] = 10,
     model: Annotated[str | None, typer.Option(help="Index to search (default: last embedded "
                                                    "model).")] = None,
+    space: Annotated[str | None, typer.Option(help="Image space: visual, image or a trained "
+                                                   "head's (visual+arcface:NAME).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Label images by their nearest labelled samples (majority and similarity-weighted)."""
     results = api.classify(workspace, images, labels=labels, label_column=label_column,
-                           key_column=key_column, k=k, model=model)
+                           key_column=key_column, k=k, model=model, space=space)
     if as_json:
         print(json.dumps([dataclasses.asdict(r) for r in results], indent=1))
         return
@@ -206,8 +214,9 @@ def calibrate(
     group_column: Annotated[str, typer.Option(help="Column holding the group.")] = "group",
     key_column: Annotated[str, typer.Option(help="Column naming the sample: key or "
                                                  "uid.")] = "key",
-    space: Annotated[str | None, typer.Option(help="visual | image (default: visual where "
-                                                   "the model has it).")] = None,
+    space: Annotated[str | None, typer.Option(help="visual | image | a trained head's "
+                                                   "visual+arcface:NAME (default: visual "
+                                                   "where the model has it).")] = None,
     method: Annotated[str, typer.Option(help="kde | beta | gaussian | platt")] = "kde",
     prior: Annotated[float | None, typer.Option(help="P(same) to state (default: share of "
                                                      "same pairs among labelled pairs).")] = None,

@@ -182,7 +182,21 @@ def _print_mix(s: StageSummary) -> None:
                   f"images, dropped {s.dropped:,}{_cached(s)}")
 
 
-PRINTERS = {"ingest": _print_ingest, "embed": _print_embed,
+def _print_finetune(s: StageSummary) -> None:
+    table = Table(f"{s.identities['test']} test identities ({s.split_samples['test']} "
+                  "samples), never trained on", "before", "after", title=s.space)
+    for metric in ("recall@1", "recall@5", "recall@10", "mAP", "overlap", "auc", "ece"):
+        table.add_row(metric, f"{s.before[metric]:.3f}", f"{s.after[metric]:.3f}")
+    console.print(table)
+    console.print(f"trained on {s.identities['train']} identities ({s.split_samples['train']} "
+                  f"samples), best epoch {s.best_epoch} by recall@1 on "
+                  f"{s.identities['validation']} validation identities, "
+                  f"{s.train_seconds:.1f} s{_cached(s)}\nhead {s.path}\nscore plot {s.plot}\n"
+                  f"overlap: shared area of the same/different score histograms; ece: of "
+                  f"P(same) fitted on half the test pairs", soft_wrap=True)
+
+
+PRINTERS = {"ingest": _print_ingest, "finetune": _print_finetune, "embed": _print_embed,
             "filter-clip-score": _print_filter_clip_score, "cluster": _print_cluster,
             "dedup-semantic": _print_dedup_semantic, "dedup-fair": _print_dedup_fair,
             "parrot-spot": _print_parrot_spot, "parrot-relative": _print_parrot_relative,

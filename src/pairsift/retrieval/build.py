@@ -157,8 +157,10 @@ class IndexStore:
     """The index directory of one model and space inside a workspace."""
 
     def __init__(self, ws: Workspace, slug: str, space: str):
+        from ..spaces import resolve
+
         self.ws, self.slug, self.space = ws, slug, space
-        self.root = ws.root / "index" / slug / space
+        self.root = ws.root / "index" / slug / resolve(ws, slug, space)[0]
 
     @property
     def meta_path(self) -> Path:

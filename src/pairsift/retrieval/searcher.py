@@ -2,9 +2,10 @@
 
 Text queries search the joint image-text space (``image``); image queries search the model's
 image-only space (``visual``) when it has one, since that space is the one made for
-image-image similarity, else the joint space. Indexes load lazily and stay in memory; the
-workspace's decisions are re-read when their files change, so re-filtering while a server runs
-shows up on the next query.
+image-image similarity, else the joint space, or the space asked for (a trained head's
+``visual+arcface:NAME``: the head is applied to the query's embedding). Indexes load lazily
+and stay in memory; the workspace's decisions are re-read when their files change, so
+re-filtering while a server runs shows up on the next query.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
+from .. import spaces
 from ..errors import ConfigError
 from ..models import ImageTextEncoder, load_encoder, model_slug
 from ..models.base import encode_images
@@ -141,8 +143,9 @@ class Searcher:
     """Searches one workspace's indexes; thread-safe, so one instance can serve a web app."""
 
     def __init__(self, workspace: str | Path | Workspace, *, model: str | None = None,
-                 device: str = "cpu"):
+                 device: str = "cpu", space: str | None = None):
         self.ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
+        self._image_space = space
         self.model = model or self.ws.current_model()
         self.slug = model_slug(self.model)
         self.device = device
@@ -165,6 +168,8 @@ class Searcher:
 
     @property
     def image_space(self) -> str:
+        if self._image_space is not None:
+            return self._image_space
         visual = IndexStore(self.ws, self.slug, "visual")
         return "visual" if visual.exists() else TEXT_SPACE
 
@@ -179,9 +184,11 @@ class Searcher:
             return self.encoder.encode_texts([text])
 
     def image_vector(self, image: Image.Image) -> np.ndarray:
+        base, head = spaces.parse(self.image_space)
         with self._lock:
             out = encode_images(self.encoder, [image])
-        return out.visual if self.image_space == "visual" else out.joint
+        vector = out.visual if base == "visual" else out.joint
+        return vector if head is None else spaces.load_head(self.ws, head).apply(vector)
 
     def search_text(self, text: str, k: int = 10, verdict: str = "all",
                     reason: str | None = None) -> list[Hit]:

@@ -15,6 +15,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
+from .. import spaces
 from ..engine.views import Collection, embedded_rows
 from ..errors import WorkspaceError
 from ..lazy import lazy
@@ -254,11 +255,19 @@ class Cluster(GlobalStage):
         Param("spherical", bool, True, "Cosine (spherical) k-means."),
         Param("niter", int, 100, "k-means iterations.", low=1),
         Param("seed", int, 1234, "Sampling and k-means seed."),
+        Param("space", str, None, "Embedding space: visual, image or a trained head's "
+                                  "(visual+arcface:NAME); default visual where the model "
+                                  "has it."),
         Param("device", str, "cpu", "cpu | cuda", runtime=True),
     )
 
+    def check(self) -> None:
+        if self["space"] is not None:
+            spaces.parse(self["space"])
+
     def extra_inputs(self, ws: Any) -> dict[str, Any]:
-        return {"space": image_space(ws, self.options.get("model") or ws.current_model())}
+        return spaces.space_inputs(ws, self["space"] or image_space(
+            ws, self.options.get("model") or ws.current_model()))
 
     def plan(self, data: Collection) -> list[str]:
         return ["fit"]

@@ -9,7 +9,7 @@ import numpy as np
 from ..engine.views import Collection, PartData
 from ..io.images import decode_image
 from ..lazy import lazy
-from ..models import load_encoder, model_slug
+from ..models import check_model, has_text, load_encoder, model_slug
 from ..models.base import ImageTextEncoder
 from ..params import Param
 from ..stage import MapStage, PartOutput, Sample, register
@@ -51,14 +51,15 @@ class Embed(MapStage):
     needs_image = True
     per_sample = True
     params = (
-        Param("model", str, "default", "'default' (offline) or 'open_clip:ARCH/PRETRAINED'."),
+        Param("model", str, "default", "'default' (offline), 'open_clip:ARCH/PRETRAINED' or "
+                                       "an image-only 'timm:ARCH.TAG' (DINO, DINOv2)."),
         Param("device", str, "cpu", "cpu | cuda | cuda:N", runtime=True),
         Param("batch_size", int, 64, "Images per forward pass.", low=1, runtime=True),
         Param("threads", int, None, "Decode threads.", low=1, runtime=True),
     )
 
     def check(self) -> None:
-        model_slug(self["model"])  # an unknown model name fails here, before any write
+        check_model(self["model"])  # an unknown model name fails here, before any write
 
     def setup(self, inputs: dict[str, Any]) -> None:
         self.encoder = load_encoder(self["model"], self["device"])
@@ -66,26 +67,34 @@ class Embed(MapStage):
     def prepare(self, sample: Sample) -> Any:
         return prepare_image(self.encoder, sample.data)
 
-    def process(self, items: list[Any]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    def process(self, items: list[Any]) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
         out = self.encoder.embed_pixels(torch.stack(items))
-        visual = out.visual if out.visual is not None else [None] * len(items)
-        return list(zip(out.joint, visual, strict=True))
+        none = [None] * len(items)
+        return list(zip(none if out.joint is None else out.joint,
+                        none if out.visual is None else out.visual, strict=True))
 
     def assemble(self, part: PartData, results: list[Any] | None) -> PartOutput:
+        """The part's spaces, the marker space (``image``, or ``visual`` for an image-only
+        model) written last."""
         n, encoder = part.num_rows, self.encoder
-        arrays = {"text": embed_texts(encoder, part.column("caption").to_pylist())}
+        arrays = {}
+        if encoder.dim:
+            arrays["text"] = embed_texts(encoder, part.column("caption").to_pylist())
         if encoder.visual_dim:
             arrays["visual"] = np.zeros((n, encoder.visual_dim), np.float32)
-        arrays["image"] = np.zeros((n, encoder.dim), np.float32)  # written last: the marker
+        if encoder.dim:
+            arrays["image"] = np.zeros((n, encoder.dim), np.float32)
         for i, result in enumerate(results or []):
             if result is not None:
-                arrays["image"][i] = result[0]
+                if encoder.dim:
+                    arrays["image"][i] = result[0]
                 if encoder.visual_dim:
                     arrays["visual"][i] = result[1]
         return PartOutput(embeddings=arrays, embeddings_model=model_slug(self["model"]))
 
     def part_done(self, part: PartData) -> bool:
-        return part.ws.has_embeddings(model_slug(self["model"]), ["image"], part.part)
+        marker = "image" if has_text(self["model"]) else "visual"
+        return part.ws.has_embeddings(model_slug(self["model"]), [marker], part.part)
 
     def summarize(self, data: Collection) -> dict[str, Any]:
         """The model's widths read from the stored embeddings, so that the record is the same

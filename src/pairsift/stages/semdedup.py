@@ -17,8 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .. import spaces
 from ..engine.views import Collection
-from ..errors import WorkspaceError
+from ..errors import ConfigError, WorkspaceError
 from ..lazy import lazy
 from ..params import Param
 from ..stage import Decisions, GlobalStage, PartOutput, fail, register
@@ -404,6 +405,8 @@ class DedupSemantic(ClusterDedup):
         Param("text_guard", bool, False, "Never drop a text image as a duplicate of another "
                                          "text image on the embedding alone (text-detect, "
                                          "or parrot-spot's words when it ran)."),
+        Param("space", str, None, "The space to dedup in; `pairsift cluster --space` must "
+                                  "have clustered it (default: the cluster's)."),
         Param("block", int, DEFAULT_BLOCK, "Columns per similarity block.", low=1,
               runtime=True),
         Param("device", str, "cpu", "cpu | cuda", runtime=True),
@@ -424,6 +427,14 @@ class DedupSemantic(ClusterDedup):
 
     def extra_inputs(self, ws: Any) -> dict[str, Any]:
         inputs = super().extra_inputs(ws)
+        if self["space"] is not None and self["space"] != inputs["space"]:
+            raise ConfigError(f"dedup semantic --space {self['space']}: the current clusters "
+                              f"are in {inputs['space']!r}; run `pairsift cluster --space "
+                              f"{self['space']}` first")
+        if (spaces.parse(inputs["space"])[1] is not None and self["eps"] is None
+                and self["keep_fraction"] is None):
+            raise ConfigError(f"{inputs['space']!r} is a trained head's space, whose scores "
+                              "have no measured default eps: give --eps or --keep-fraction")
         if self["rank_by"] is not None:
             inputs["rank_by"] = _signal_with(ws, self["rank_by"])
         return inputs
