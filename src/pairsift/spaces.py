@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 STORED = ("image", "visual", "text")
 IMAGE_SPACES = ("image", "visual")  # what a head may be trained on
 HEAD_KIND = "arcface"
+SYNTHETIC_TEXT = "synthetic_text"  # recaption's caption embeddings, one space per run
+_PER_RUN = re.compile(rf"^{SYNTHETIC_TEXT}-[0-9a-f]+$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _DERIVED = re.compile(rf"^(?P<base>{'|'.join(IMAGE_SPACES)})\+{HEAD_KIND}:(?P<name>.+)$")
 
@@ -56,7 +58,7 @@ def head_space(base: str, name: str) -> str:
 
 def parse(space: str) -> tuple[str, str | None]:
     """(stored base space, head name or None); ConfigError for a name that is neither."""
-    if space in STORED:
+    if space in STORED or _PER_RUN.match(space):
         return space, None
     match = _DERIVED.match(space)
     if match is None:

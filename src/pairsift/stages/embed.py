@@ -103,8 +103,11 @@ class Embed(MapStage):
         details: dict[str, Any] = {"model": self["model"]}
         if data.parts:
             first = data.parts[0]
-            visual = (data.ws.embeddings(slug, "visual", first).shape[1]
-                      if data.ws.has_embeddings(slug, ["visual"], first) else None)
-            details["models"] = {slug: {"name": self["model"], "visual_dim": visual,
-                                        "dim": data.ws.embeddings(slug, "image", first).shape[1]}}
+
+            def width(space: str) -> int | None:  # None: the model has no such space
+                stored = data.ws.has_embeddings(slug, [space], first)
+                return data.ws.embeddings(slug, space, first).shape[1] if stored else None
+
+            details["models"] = {slug: {"name": self["model"], "visual_dim": width("visual"),
+                                        "dim": width("image")}}
         return details

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .. import spaces
 from ..captionmetrics import CLIPS_PREFIX, clip_s, clips_texts
 from ..engine.views import Collection, PartData
 from ..io.images import decode_image
@@ -25,7 +26,7 @@ from ..stage import MapStage, PartOutput, Sample, fail, register
 from .embed import DRAFT_SIZE, embed_texts
 
 SPOT = "parrot-spot"
-SPACE = "synthetic_text"  # embeddings/<model>/synthetic_text-<run>/: n × K × dim per part
+SPACE = spaces.SYNTHETIC_TEXT  # embeddings/<model>/synthetic_text-<run>/: n × K × dim per part
 SCHEMA = pa.schema([
     ("synthetic_captions", pa.list_(pa.string())),  # K per image
     ("synthetic_scores", pa.list_(pa.float32())),  # s_b of each: cosine with the image
