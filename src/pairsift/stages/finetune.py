@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +96,6 @@ class Finetune(GlobalStage):
                 inputs["replaces"] = head.digest
         return inputs
 
-    def setup(self, inputs: dict[str, Any]) -> None:
-        if self["threads"]:
-            torch.set_num_threads(self["threads"])
-
     def plan(self, data: Collection) -> list[str]:
         return ["train"]
 
@@ -113,8 +111,9 @@ class Finetune(GlobalStage):
         config = arcface.HeadConfig(**{k: self[k] for k in (
             "dim", "margin", "scale", "hidden", "epochs", "patience", "batch_size", "lr",
             "seed")})
-        trained = arcface.train_head(x["train"], y["train"], x["validation"], y["validation"],
-                                     config)
+        with torch_threads(self["threads"]):
+            trained = arcface.train_head(x["train"], y["train"], x["validation"],
+                                         y["validation"], config)
         weights, biases = arcface.fold(trained.head)
         before = arcface.evaluate_space(x["test"], y["test"], self["seed"])
         after = arcface.evaluate_space(arcface.apply(trained.head, x["test"]), y["test"],
@@ -212,3 +211,16 @@ def split_identities(codes: np.ndarray, n_identities: int, holdout: float,
     share[order[:held:2]] = SPLITS.index("validation")
     share[order[1:held:2]] = SPLITS.index("test")
     return np.where(codes >= 0, share[np.maximum(codes, 0)], 0).astype(np.int8)
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's thread count set to ``n`` (falsy: unchanged) for the block only: it is
+    process-wide, and a Python session goes on to run other stages."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
