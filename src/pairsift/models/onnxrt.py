@@ -1,10 +1,10 @@
 """Run a PyTorch network through ONNX Runtime, exported once and kept in the user cache.
 
-On 2 CPU cores ONNX Runtime runs EfficientNet-Lite0 about 10x faster than PyTorch eager (its
-depthwise convolutions and fused conv+activation kernels), with outputs equal up to float
-rounding (benchmarks/bench_embed_speed.py). The export takes seconds, so the graph is stored
-in :mod:`pairsift.models.cache`, keyed by the weights' hash and the versions that shape the
-graph. Callers fall back to PyTorch when this path is off or fails (:func:`enabled`).
+On 2 CPU cores ONNX Runtime ran EfficientNet-Lite0 6-10x faster than PyTorch eager
+channels-last and MiniLM 2.7x faster, with outputs equal up to float rounding
+(benchmarks/bench_embed_speed.py, benchmarks/RESULTS.md). The export takes seconds, so the
+graph is stored in :mod:`pairsift.models.cache`, keyed by the weights' hash and the versions
+that shape the graph. Callers fall back to PyTorch when this path is off or fails (:func:`enabled`).
 """
 
 from __future__ import annotations
