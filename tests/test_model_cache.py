@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from pairsift.models.cache import cache_dir, cache_path, cached_array
+from pairsift.models import onnxrt
+from pairsift.models.cache import cache_dir, cache_path, cached_array, cached_bytes
 from pairsift.models.default import DefaultEncoder
 
 KEY = {"template": "a photo of a {}", "classes": ["cat", "dog"], "packages": {"x": "1.0"}}
@@ -109,14 +110,31 @@ def test_an_unwritable_cache_folder_only_warns(tmp_path, monkeypatch):
     np.testing.assert_array_equal(value, _values())
 
 
+def test_cached_bytes_computes_once_and_repairs_a_corrupt_entry(cache):
+    blob = bytes(range(256)) * 4
+    compute = Counting(blob)
+    assert cached_bytes("b", KEY, compute) == blob
+    assert cached_bytes("b", KEY, compute) == blob and compute.calls == 1
+    _truncate(cache_path("b", KEY))
+    assert cached_bytes("b", KEY, compute) == blob and compute.calls == 2
+
+
 def test_default_encoder_reads_class_prompt_embeddings_from_the_cache(cache, monkeypatch):
-    """The 1000 ImageNet prompt embeddings are computed at the first load only."""
+    """The 1000 ImageNet prompt embeddings and the ONNX graphs are computed at the first load
+    only."""
     encoded: list[int] = []
     encode = DefaultEncoder.encode_texts
     monkeypatch.setattr(DefaultEncoder, "encode_texts",
                         lambda self, texts: encoded.append(len(texts)) or encode(self, texts))
+    exported: list[str] = []
+    export = onnxrt.export
+    monkeypatch.setattr(onnxrt, "export",
+                        lambda module, *args: exported.append(type(module).__name__) or export(
+                            module, *args))
     cold = DefaultEncoder()
     assert encoded == [1000] and len(list(cache.glob("conse-class-text-*.npz"))) == 1
+    assert sorted(exported) == ["Classifier", "TokenEmbeddings"]
+    assert len(list(cache.glob("onnx-*.npz"))) == 2
     warm = DefaultEncoder()
-    assert encoded == [1000]
+    assert encoded == [1000] and len(exported) == 2
     torch.testing.assert_close(warm._class_text, cold._class_text, rtol=0, atol=0)

@@ -49,11 +49,31 @@ def cached_array(name: str, key: dict, compute: Callable[[], np.ndarray], *,
     return array
 
 
+def cached_bytes(name: str, key: dict, compute: Callable[[], bytes]) -> bytes:
+    """``compute()``, or the bytes stored under ``name`` and ``key`` by an earlier call (e.g. an
+    exported ONNX graph); same checks and atomic writes as :func:`cached_array`."""
+    path = cache_path(name, key)
+    array = _load(path, _key_text(key), None, np.dtype(np.uint8))
+    if array is None:
+        array = np.frombuffer(compute(), np.uint8)
+        _save(path, _key_text(key), array)
+    return array.tobytes()
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file, to key cache entries derived from model weights."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def _key_text(key: dict) -> str:
     return json.dumps(key, sort_keys=True, ensure_ascii=False)
 
 
-def _load(path: Path, key: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+def _load(path: Path, key: str, shape: tuple[int, ...] | None, dtype: np.dtype
+          ) -> np.ndarray | None:
+    """The stored array, or None if absent, damaged, or not what was asked (``shape`` None:
+    any 1-d array)."""
     try:
         with np.load(path, allow_pickle=False) as stored:
             if str(stored["key"]) != key:
@@ -63,7 +83,9 @@ def _load(path: Path, key: str, shape: tuple[int, ...], dtype: np.dtype) -> np.n
         return None
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
         return None  # truncated, corrupt (zip CRC) or not ours: recompute
-    if array.shape != shape or array.dtype != dtype or not np.isfinite(array).all():
+    if shape is None and array.ndim != 1 or shape is not None and array.shape != shape:
+        return None
+    if array.dtype != dtype or not np.isfinite(array).all():
         return None
     return array
 
