@@ -310,10 +310,9 @@ class DefaultEncoder:
     def class_probabilities(self, pixels: torch.Tensor) -> np.ndarray:
         """The classifier's ImageNet softmax (n × 1000, float32): what the ``labels`` captioner
         names (:mod:`pairsift.models.captioners`)."""
+        _, logits = self._image(pixels)
         with torch.inference_mode():
-            x = pixels.to(self.device, torch.float32, memory_format=torch.channels_last)
-            pooled = self._classifier.extract_features(x).mean(dim=(2, 3))
-            return self._classifier._fc(pooled).softmax(dim=-1).float().cpu().numpy()
+            return logits.float().softmax(dim=-1).cpu().numpy()
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """MiniLM sentence embeddings (mean pooling), L2-normalised float32; texts longer than
