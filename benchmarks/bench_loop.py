@@ -10,9 +10,8 @@ parrot``; each is audited with ``parrot audit`` on the corpus's overlay words (t
 and its gap over the other words' mean cosine).
 
 ``dedup`` (SemDeDup): a corpus where half the pairs are near duplicates of the other half
-(transformed copies). One model trains on all of it, the other on what ``dedup semantic
---keep-fraction 0.5`` keeps (the default model's default eps also pairs different crops of the
-same photo and keeps about a fifth), for the same number of steps; both are evaluated for
+(transformed copies). One model trains on all of it, the other on the half that ``dedup
+semantic --keep-fraction 0.5`` keeps, for the same number of steps; both are evaluated for
 retrieval on the held-out synthetic evaluation set.
 
 Every seed trains both models with the same seed (subset sampling and training). Prints a
