@@ -103,7 +103,7 @@ def decode_caption(raw: bytes | str | None, *,
 
 def _utf8(text: str) -> bytes:
     """UTF-8 of ``text``; lone surrogates (undecodable bytes kept by ``surrogateescape``, or a
-    JSON ``\\udXXX`` escape) stay invalid bytes, so that they are replaced and flagged."""
+    JSON ``\\ud800``-style escape) stay invalid bytes, so that they are replaced and flagged."""
     try:
         return text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
