@@ -21,8 +21,7 @@ from .units import (
     map_todo,
     run_map_part,
     run_task,
-    state_summary,
-    write_state_part,
+    write_state,
 )
 from .views import Collection
 
@@ -119,8 +118,7 @@ class LocalEngine:
                     yield result
 
             state = stage.combine(data, done())
-        summary = state_summary(stage, data, [write_state_part(stage, data, state, part)
-                                              for part in data.parts])
+        summary = write_state(stage, data, state)
         summary.details = stage.summarize(data, state)
         return summary
 
@@ -128,7 +126,6 @@ class LocalEngine:
                progress: bool) -> StageSummary:
         data = Collection(ws, stage.name, run, inputs)
         state = stage.prepare(data)
-        summary = state_summary(stage, data, [write_state_part(stage, data, state, part)
-                                              for part in data.parts])
+        summary = write_state(stage, data, state)
         summary.details = stage.summarize(data, state)
         return summary

@@ -29,7 +29,7 @@ def run_stage(stage: Stage, workspace: str | Path | Workspace, *, engine: str | 
     ``engine``: a name or an engine object (:func:`executor`)."""
     engine = executor(engine)
     if stage.kind == "source":
-        return executor(engine).ingest(stage, workspace, progress=progress)
+        return engine.ingest(stage, workspace, progress=progress)
     ws = workspace if isinstance(workspace, Workspace) else Workspace.open(workspace)
     with ws.lock(stage.name, cli_name(stage.name)):
         _refresh_upstream(ws, stage, engine=engine, progress=progress)
@@ -41,7 +41,7 @@ def run_stage(stage: Stage, workspace: str | Path | Workspace, *, engine: str | 
             return cached_summary(ws, stage.name, run)
         ws.begin_run(stage.name, run, {"kind": stage.kind, "config": stage.config,
                                        "options": stage.options, "inputs": inputs})
-        summary = executor(engine).execute(ws, stage, run, inputs, progress=progress)
+        summary = engine.execute(ws, stage, run, inputs, progress=progress)
         models = summary.details.pop("models", None)
         ws.finish_run(stage.name, run, summary.to_dict(), models=models)
     return summary

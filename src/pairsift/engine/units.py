@@ -101,6 +101,12 @@ def state_summary(stage: Stage, data: Collection, dropped: list[int]) -> StageSu
     return summary
 
 
+def write_state(stage: Stage, data: Collection, state: Any) -> StageSummary:
+    """Every part of a global or decide run written from its state, in this process."""
+    return state_summary(stage, data, [write_state_part(stage, data, state, part)
+                                       for part in data.parts])
+
+
 def _savez(path: Any, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as f:
         np.savez(f, **arrays)

@@ -157,9 +157,12 @@ class Collection(_Reads):
 
     def pixels(self) -> np.ndarray:
         """width × height of every row (int64), read part by part, not kept."""
-        return self._concat(lambda p: np.multiply(*(
-            self.ws.read_part(p, [c]).column(c).to_numpy() for c in ("width", "height")),
-            dtype=np.int64), np.int64)
+        def read(part: int) -> np.ndarray:
+            size = self.ws.read_part(part, ["width", "height"])
+            return np.multiply(size["width"].to_numpy(), size["height"].to_numpy(),
+                               dtype=np.int64)
+
+        return self._concat(read, np.int64)
 
     def task_results(self, stage: str) -> list[dict[str, np.ndarray]]:
         """The checkpointed task results of the run of global ``stage`` this run reads (the

@@ -9,7 +9,6 @@ fastText model file (``lid.176.bin``, DataComp's exact model) is used as given.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import ConfigError
+from .cache import file_digest
 
 BUNDLED = "lid.176.ftz"
 LANGID = "langid"
@@ -83,7 +83,4 @@ def load_identifier(name: str = BUNDLED) -> LanguageIdentifier:
 
 def identifier_digest(name: str) -> str:
     """What a run depends on: the name, or a model file's content hash."""
-    if name in (BUNDLED, LANGID):
-        return name
-    with open(name, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    return name if name in (BUNDLED, LANGID) else file_digest(name)

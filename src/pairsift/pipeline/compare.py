@@ -11,21 +11,18 @@ export's ``caption_source`` column says so (absent: every caption is the raw one
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
+from ..captionmetrics import TrigramCounter
 from ..errors import ConfigError
 from ..models import RUN_PREFIX, TRAIN_RECORD
+from ..stages.mix import CAPTION_SOURCE, SYNTHETIC
 from .parrot import parrot_audit
 from .train import describe_export
 
-RAW_SOURCES = ("raw", "original", "")
 AUDIT_DIR = "parrot-audit"
-_WORD = re.compile(r"\w+")
 CHUNK = 10_000
 
 
@@ -76,20 +73,13 @@ def _sync_score(run: Path, words: list[str] | None, device: str, progress: bool)
 
 def caption_stats(export: str | Path) -> tuple[int, int, int]:
     """(unique word trigrams, synthetic captions, captions) of an export, read in chunks;
-    trigrams are kept as 64-bit hashes, not strings."""
-    seen = np.zeros(0, np.uint64)
-    synthetic = total = 0
+    trigrams counted as ``mix --compare`` and the report count them (64-bit hashes)."""
+    trigrams = TrigramCounter()
+    synthetic = 0
     for captions, sources in _caption_chunks(export):
-        hashes = [hash(t) for c in captions for t in _trigrams(c)]
-        seen = np.union1d(seen, np.asarray(hashes, np.int64).view(np.uint64))
-        synthetic += sum(s not in RAW_SOURCES for s in sources if s is not None)
-        total += len(captions)
-    return len(seen), synthetic, total
-
-
-def _trigrams(caption: str) -> Iterator[tuple[str, str, str]]:
-    words = _WORD.findall(caption.lower())
-    return zip(words, words[1:], words[2:], strict=False)
+        trigrams.add(captions)
+        synthetic += sum(s == SYNTHETIC for s in sources)
+    return len(trigrams.unique()), synthetic, trigrams.captions
 
 
 def _caption_chunks(export: str | Path) -> Iterator[tuple[list[str], list[str | None]]]:
@@ -101,8 +91,8 @@ def _caption_chunks(export: str | Path) -> Iterator[tuple[list[str], list[str | 
             delimiter="\t", newlines_in_values=True))
         for batch in reader:
             captions = batch.column("title").to_pylist()
-            sources = (batch.column("caption_source").to_pylist()
-                       if "caption_source" in batch.schema.names else [None] * len(captions))
+            sources = (batch.column(CAPTION_SOURCE).to_pylist()
+                       if CAPTION_SOURCE in batch.schema.names else [None] * len(captions))
             yield [c or "" for c in captions], sources
         return
     import webdataset as wds
@@ -110,7 +100,7 @@ def _caption_chunks(export: str | Path) -> Iterator[tuple[list[str], list[str | 
     samples = wds.WebDataset(info.train_data.split("::"), shardshuffle=False,
                              empty_check=False).decode().to_tuple("txt", "json")
     for batch in _chunks(samples, CHUNK):
-        yield [t for t, _ in batch], [meta.get("caption_source") for _, meta in batch]
+        yield [t for t, _ in batch], [meta.get(CAPTION_SOURCE) for _, meta in batch]
 
 
 def _chunks(items, size: int) -> Iterator[list]:

@@ -138,10 +138,10 @@ class KMeansModel:
         sq = (C * C).sum(1)
         labels = np.empty(n, dtype=np.int32)
         dist = np.empty(n, dtype=np.float32)
+        dot = self.spherical if metric is None else metric == "dot"
         for s in range(0, n, chunk_size):
             e = min(s + chunk_size, n)
             x = self.project(X[s:e], device)
-            dot = self.spherical if metric is None else metric == "dot"
             scores = x @ C.T if dot else 2 * (x @ C.T) - sq
             lab = scores.argmax(1)
             labels[s:e] = lab.cpu().numpy()

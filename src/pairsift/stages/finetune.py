@@ -10,7 +10,6 @@ the before/after figures are measured on them. Each sample's share is stored as 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +26,8 @@ from ..errors import ConfigError
 from ..io.tables import read_table
 from ..lazy import lazy
 from ..models import model_slug
+from ..models.base import l2_normalize
+from ..models.cache import file_digest
 from ..params import Param
 from ..retrieval import arcface
 from ..stage import GlobalStage, PartOutput, fail, register
@@ -84,7 +85,7 @@ class Finetune(GlobalStage):
         labels = Path(self["labels"])
         if not labels.is_file():
             raise ConfigError(f"finetune: no labels file {labels}")
-        inputs = {"labels": hashlib.sha256(labels.read_bytes()).hexdigest()[:16],
+        inputs = {"labels": file_digest(labels)[:16],
                   "space": self.space(ws)}
         inputs["trained_from"] = config_hash({"config": self.config, **inputs,
                                               "model": ws.current_model(),
@@ -106,7 +107,8 @@ class Finetune(GlobalStage):
         codes[~data.has_embedding(space)] = -1
         split = split_identities(codes, len(names), self["holdout"], self["seed"])
         rows = {s: np.flatnonzero(split == SPLITS.index(s)) for s in SPLITS[1:]}
-        x = {s: unit(data.embeddings(space)[r]) for s, r in rows.items()}
+        embeddings = data.embeddings(space)  # float16 rows: not quite unit length
+        x = {s: l2_normalize(embeddings[r]) for s, r in rows.items()}
         y = {s: np.unique(codes[r], return_inverse=True)[1] for s, r in rows.items()}
         config = arcface.HeadConfig(**{k: self[k] for k in (
             "dim", "margin", "scale", "hidden", "epochs", "patience", "batch_size", "lr",
@@ -159,12 +161,6 @@ class Finetune(GlobalStage):
                 "digest": head.digest, "path": str(path),
                 "plot": str(path.with_suffix(".png")),
                 **{k: head.record[k] for k in keep}}
-
-
-def unit(rows: np.ndarray) -> np.ndarray:
-    """Float32 unit rows (stored embeddings are float16, so not quite unit length)."""
-    x = np.asarray(rows, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def label_codes(data: Collection, path: Path, id_column: str,

@@ -471,13 +471,15 @@ class DedupSemantic(ClusterDedup):
             eps = default_eps(data.model)
         remove = self._removal(data, max_sim, eps)
         return {"max_sim": max_sim, "max_row": max_row, "eps": eps,
-                "remove": remove & self._confirmed(data, remove, max_row)}
+                "remove": self._confirmed(data, remove, max_row)}
 
     def _confirmed(self, data: Collection, remove: np.ndarray,
                    max_row: np.ndarray) -> np.ndarray:
-        """False where a drop's pair (the sample, the one it matched) fails agreement with
-        the hashes or the text guard: a sample is a duplicate of what it matched, so only
-        that pair is checked, never the rest of its chain."""
+        """``remove`` less the drops whose pair (the sample, the one it matched) fails
+        agreement with the hashes or the text guard: a sample is a duplicate of what it
+        matched, so only that pair is checked, never the rest of its chain."""
+        if (self["max_phash"] is None and not self["text_guard"]) or not remove.any():
+            return remove
         ok = np.ones(data.n, bool)
         rows = np.flatnonzero(remove)
         of = max_row[rows].astype(np.int64)
@@ -487,7 +489,7 @@ class DedupSemantic(ClusterDedup):
             ok[rows[~(close & h.valid[rows] & h.valid[of])]] = False
         if self["text_guard"]:
             ok[rows[text_guard_veto(data, rows, of)]] = False
-        return ok
+        return remove & ok
 
     def _removal(self, data: Collection, max_sim: np.ndarray, eps: float) -> np.ndarray:
         """SemDeDup's own rule reads the scores; the others need one more pass per cluster."""
