@@ -32,7 +32,7 @@ nearly always even (the median split gives every hash 32 ones), so 4 and 5 diffe
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from math import comb, expm1
 from typing import Any
@@ -162,20 +162,26 @@ def hamming_pairs(
 
 
 def hamming_cross_pairs(
-    queries: np.ndarray, stored: np.ndarray, max_distance: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All ``(q, s)`` with ``queries[q]`` within ``max_distance`` of ``stored[s]`` (q == s
-    included), exactly, with the index ``hamming_pairs`` would use for ``stored``."""
-    q, h = np.asarray(queries, np.int64), np.asarray(stored, np.int64)
-    if len(q) == 0 or len(h) == 0:
-        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int32)
-    index = _binary_index(len(h), max_distance)
-    index.add(_padded_codes(h)[:len(h)])
-    codes = _padded_codes(q)
-    parts = [_block_pairs(index, codes, start, min(start + _QUERY_BLOCK, len(q)), max_distance,
-                          upper_only=False)
-             for start in range(0, len(q), _QUERY_BLOCK)]
-    return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
+    query_sets: Iterable[np.ndarray], stored: np.ndarray, max_distance: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """For each array of queries, all ``(q, s)`` with ``queries[q]`` within ``max_distance``
+    of ``stored[s]`` (q == s included), exactly; one index over ``stored`` (the one
+    ``hamming_pairs`` would use) serves every query set."""
+    h = np.asarray(stored, np.int64)
+    index = None
+    for queries in query_sets:
+        q = np.asarray(queries, np.int64)
+        if len(q) == 0 or len(h) == 0:
+            yield np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int32)
+            continue
+        if index is None:
+            index = _binary_index(len(h), max_distance)
+            index.add(_padded_codes(h)[:len(h)])
+        codes = _padded_codes(q)
+        parts = [_block_pairs(index, codes, start, min(start + _QUERY_BLOCK, len(q)),
+                              max_distance, upper_only=False)
+                 for start in range(0, len(q), _QUERY_BLOCK)]
+        yield tuple(np.concatenate(p) for p in zip(*parts, strict=True))
 
 
 def _padded_codes(h: np.ndarray) -> np.ndarray:
@@ -260,8 +266,8 @@ def perceptual_pairs(
     close = hamming_distance(d_hashes[i], d_hashes[j]) <= max_dhash
     found = [(i[close], j[close], dist[close])]
     if phash_dihedral is not None:
-        for k in range(len(DIHEDRAL)):
-            q, t, d = hamming_cross_pairs(phash_dihedral[:, k], phash, max_phash)
+        variants = (phash_dihedral[:, k] for k in range(len(DIHEDRAL)))
+        for k, (q, t, d) in enumerate(hamming_cross_pairs(variants, phash, max_phash)):
             keep = (q != t) & (hamming_distance(dhash_dihedral[q, k], d_hashes[t]) <= max_dhash)
             found.append((np.minimum(q, t)[keep], np.maximum(q, t)[keep], d[keep]))
     return _closest_per_pair(*(np.concatenate(p) for p in zip(*found, strict=True)))
