@@ -89,6 +89,8 @@ def evaluate(data: str | Path, *, model: str = "default", task: str = "zeroshot"
     data = Path(data)
     if not data.exists():
         raise ConfigError(f"{data} does not exist")
+    if task == "fidelity" and references is None:
+        raise ConfigError("fidelity needs --references: a folder of the subject's real images")
     encoder = load_encoder(model, device)
     if task == "zeroshot":
         result = _zeroshot(encoder, data, templates, classnames)
@@ -98,9 +100,6 @@ def evaluate(data: str | Path, *, model: str = "default", task: str = "zeroshot"
         result = _fairness(encoder, data, attribute, image_column, prompts, k, desired,
                            zero_policy)
     else:
-        if references is None:
-            raise ConfigError("fidelity needs --references: a folder of the subject's real "
-                              "images")
         result = _fidelity(encoder, data, Path(references), image_column, dino_model, device,
                            identifier)
     if out is not None:
@@ -180,7 +179,7 @@ def clip_benchmark(task: str, *, model: str, pretrained: str, dataset_root: str 
     datasets are clip_benchmark's, read from ``dataset_root``. Returns its JSON output."""
     executable = shutil.which("clip_benchmark")
     if executable is None:
-        raise ConfigError("--clip-benchmark needs clip_benchmark: pip install clip_benchmark "
+        raise ConfigError("pairsift clip-benchmark needs clip_benchmark: pip install clip_benchmark "
                           "(and its datasets under --dataset-root)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
