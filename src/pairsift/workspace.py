@@ -511,6 +511,12 @@ class Workspace:
         return [s for s in self.current_stages()
                 if (self.root / "signals" / s / self.current_run(s)).is_dir()]
 
+    def part_signal(self, stage: str, part: int, columns: list[str] | None = None
+                    ) -> pa.Table | None:
+        """One stage's current signals for one part (None: the part came after its run)."""
+        path = self.signal_path(stage, self.current_run(stage), part)
+        return pq.read_table(path, columns=columns) if path.exists() else None
+
     def part_signals(self, part: int) -> dict[str, pa.Table]:
         """Every current stage's signals for one part (rows aligned with the part)."""
         paths = {s: self.signal_path(s, self.current_run(s), part) for s in self.signal_stages()}

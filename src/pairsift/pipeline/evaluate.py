@@ -179,8 +179,8 @@ def clip_benchmark(task: str, *, model: str, pretrained: str, dataset_root: str 
     datasets are clip_benchmark's, read from ``dataset_root``. Returns its JSON output."""
     executable = shutil.which("clip_benchmark")
     if executable is None:
-        raise ConfigError("pairsift clip-benchmark needs clip_benchmark: pip install clip_benchmark "
-                          "(and its datasets under --dataset-root)")
+        raise ConfigError("pairsift clip-benchmark needs clip_benchmark: pip install "
+                          "clip_benchmark (and its datasets under --dataset-root)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     output = out / f"clip_benchmark_{task}.json"

@@ -95,7 +95,7 @@ def chosen_synthetic(ws: Workspace) -> int:
         return 0
     count = 0
     for part in ws.part_ids():
-        source = ws.part_signals(part)["mix"].column(CAPTION_SOURCE).filter(
+        source = ws.part_signal("mix", part, [CAPTION_SOURCE]).column(CAPTION_SOURCE).filter(
             pa.array(~ws.dropped(part)))
         count += pc.sum(pc.is_in(source, pa.array([SYNTHETIC, BOTH]))).as_py() or 0
     return count

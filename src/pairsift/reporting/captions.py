@@ -53,13 +53,14 @@ def caption_section(ctx: Context) -> Section | None:
 def _add_part(ctx: Context, part: int, start: int, mixed: bool, stats: SubsetStats,
               gallery: _Gallery) -> None:
     ws = ctx.data.ws
-    signals = ws.part_signals(part)
-    recaption = signals["recaption"]
+    recaption = ws.part_signal("recaption", part, ["synthetic_caption", "clip_s_raw",
+                                                   "clip_s_synthetic", "s_b"])
     raw_caption = np.asarray(ws.read_part(part, ["caption"]).column("caption").to_pylist(), object)
     synthetic = np.asarray(recaption.column("synthetic_caption").to_pylist(), object)
     if mixed:
         kept = ~ws.dropped(part)
-        source = signals["mix"].column(CAPTION_SOURCE).to_numpy(zero_copy_only=False)
+        source = ws.part_signal("mix", part, [CAPTION_SOURCE]).column(
+            CAPTION_SOURCE).to_numpy(zero_copy_only=False)
         raw = kept & np.isin(source, [RAW, BOTH])
         syn = kept & np.isin(source, [SYNTHETIC, BOTH])
     else:
@@ -68,12 +69,13 @@ def _add_part(ctx: Context, part: int, start: int, mixed: bool, stats: SubsetSta
     clips_syn = recaption.column("clip_s_synthetic").to_numpy(zero_copy_only=False)
     stats.add(RAW, raw_caption[raw].tolist(), clips_raw[raw])
     stats.add(SYNTHETIC, synthetic[syn].tolist(), clips_syn[syn])
-    s_r = signals["score"].column(RAW_SCORE).to_numpy(zero_copy_only=False) \
-        if "score" in signals else np.full(len(raw), np.nan)
+    score = ws.part_signal("score", part, [RAW_SCORE]) if ws.current_run("score") else None
+    s_r = score.column(RAW_SCORE).to_numpy(zero_copy_only=False) if score is not None \
+        else np.full(len(raw), np.nan)
     s_b = recaption.column("s_b").to_numpy(zero_copy_only=False)
     replaced = syn & ~raw if mixed else np.zeros(len(raw), bool)
     for order, mask in ((0, replaced), (1, (raw | syn) & ~replaced & _present(synthetic))):
-        for i in np.flatnonzero(mask):
+        for i in np.flatnonzero(mask)[:gallery.limit]:  # later rows of a part never get in
             gallery.offer(order, start + int(i), raw_caption[i], synthetic[i], s_r[i], s_b[i],
                           "synthetic" if replaced[i] else ("both" if raw[i] and syn[i]
                                                            else "raw"))
