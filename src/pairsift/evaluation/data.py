@@ -21,22 +21,13 @@ from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from ..errors import ConfigError
+from ..io.records import image_files
 from ..io.tables import CAPTION_COLUMNS, IMAGE_COLUMNS, pick_column, read_table
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 BERG_PROMPTS = "berg_prompts.csv"
-
-
-def load_image(path: Path) -> Image.Image:
-    with Image.open(path) as im:
-        return ImageOps.exif_transpose(im).convert("RGB")
-
-
-def image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 @dataclass

@@ -14,6 +14,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -26,6 +27,13 @@ IMAGE_EXTENSIONS = frozenset(
      "jp2", "avif"]
 )
 CAPTION_EXTENSIONS = ("txt", "caption", "text")
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files under ``folder`` (recursively), in a fixed order."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and p.suffix.lstrip(".").lower() in IMAGE_EXTENSIONS)
+
 MAX_CAPTION_BYTES = 64 * 1024  # stored caption, UTF-8; longer ones are cut and flagged
 
 # Error rows that are not samples, so that readable + sample errors = samples in:

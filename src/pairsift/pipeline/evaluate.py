@@ -33,6 +33,7 @@ from ..evaluation.zeroshot import (
 )
 from ..models import load_encoder
 from ..models.base import ImageTextEncoder, encode_images
+from .search import load_image
 
 TASKS = ("zeroshot", "retrieval", "fairness", "fidelity")
 BATCH = 64
@@ -62,7 +63,7 @@ def embed_images(encoder: ImageTextEncoder, images: Sequence[Path | Image.Image]
     one where the encoder has no other), loaded and embedded a batch at a time."""
     out = []
     for batch in evdata.batches(list(images), BATCH):
-        loaded = [im if isinstance(im, Image.Image) else evdata.load_image(im) for im in batch]
+        loaded = [load_image(im) for im in batch]
         emb = encode_images(encoder, loaded)
         out.append(emb.visual if space == "visual" and emb.visual is not None else emb.joint)
     if not out:

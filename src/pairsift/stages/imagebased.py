@@ -25,7 +25,7 @@ from PIL import Image
 
 from ..engine.views import Collection, PartData, embedded_rows
 from ..errors import ConfigError
-from ..io.records import IMAGE_EXTENSIONS
+from ..io.records import IMAGE_EXTENSIONS, image_files
 from ..params import Param
 from ..stage import DecideStage, Decisions, fail, register
 from .basicfilter import LANGUAGE, basic_filter_reasons
@@ -38,19 +38,13 @@ REASONS = ("clip_score_below", "caption_missing", "wrong_language", "caption_few
            "caption_few_chars", "no_embedding", "cluster_not_marked")
 
 
-def reference_files(folder: Path) -> list[Path]:
-    """The image files under ``folder``, in a fixed order."""
-    return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and p.suffix.lstrip(".").lower() in IMAGE_EXTENSIONS)
-
-
 def reference_digest(path: Path) -> str:
     """What a run depends on: an embedding file's bytes, or a folder's image names and sizes."""
     if path.is_file():
         with open(path, "rb") as f:
             return hashlib.file_digest(f, "sha256").hexdigest()
     digest = hashlib.sha256()
-    for file in reference_files(path):
+    for file in image_files(path):
         digest.update(f"{file.relative_to(path)}\0{file.stat().st_size}\0".encode())
     return digest.hexdigest()
 
@@ -70,7 +64,7 @@ def embed_reference(folder: Path, model: str, space: str, *, device: str = "cpu"
             return None
 
     encoder = load_encoder(model, device)
-    files = reference_files(folder)
+    files = image_files(folder)
     batches, unreadable = [], 0
     for start in range(0, len(files), batch_size):
         images = [decoded(f) for f in files[start:start + batch_size]]
