@@ -34,9 +34,9 @@ def clip_s(cosines: np.ndarray) -> np.ndarray:
     return (CLIPS_WEIGHT * np.maximum(np.asarray(cosines, np.float32), 0)).astype(np.float32)
 
 
-def clips_texts(captions: Sequence[str]) -> list[str]:
-    """Captions as CLIP-S encodes them."""
-    return [CLIPS_PREFIX + c for c in captions]
+def clips_texts(captions: Sequence[str | None]) -> list[str | None]:
+    """Captions as CLIP-S encodes them (a missing or empty caption stays missing)."""
+    return [CLIPS_PREFIX + c if c else None for c in captions]
 
 
 def trigram_hashes(captions: Iterable[str | None]) -> np.ndarray:

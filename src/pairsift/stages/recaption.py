@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import spaces
-from ..captionmetrics import CLIPS_PREFIX, clip_s, clips_texts
+from ..captionmetrics import clip_s, clips_texts
 from ..engine.views import Collection, PartData
 from ..io.images import decode_image
 from ..models import load_encoder, model_slug
@@ -24,6 +24,7 @@ from ..models.captioners import LABELS, Decoding, check_name, load_captioner
 from ..params import Param
 from ..stage import MapStage, PartOutput, Sample, fail, register
 from .embed import DRAFT_SIZE, embed_texts
+from .score import clip_scores
 
 SPOT = "parrot-spot"
 SPACE = spaces.SYNTHETIC_TEXT  # embeddings/<model>/synthetic_text-<run>/: n × K × dim per part
@@ -39,14 +40,11 @@ SCHEMA = pa.schema([
 ])
 
 
-def cosines(images: np.ndarray, texts: np.ndarray) -> np.ndarray:
-    """Row-wise cosine (both sides L2-normalised float32); NaN where either row is zero."""
-    images = np.asarray(images, np.float32)
-    texts = np.asarray(texts, np.float32)
-    norms = np.linalg.norm(images, axis=-1) * np.linalg.norm(texts, axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.einsum("...d,...d->...", images, texts) / norms
-    return np.where(norms > 0, out, np.nan).astype(np.float32)
+def caption_scores(images: np.ndarray, texts: np.ndarray) -> np.ndarray:
+    """(n, k) cosines of each image with its k captions' embeddings (n × k × d); NaN where
+    either is zero."""
+    n, k, dim = texts.shape
+    return clip_scores(np.repeat(images, k, axis=0), texts.reshape(n * k, dim)).reshape(n, k)
 
 
 def space_of(run: str) -> str:
@@ -131,10 +129,10 @@ class Recaption(MapStage):
         embedded = np.zeros((n, k, encoder.dim), np.float32)
         depicted = np.zeros((n, k, encoder.dim), np.float32)
         if done:
-            embedded[done] = encoder.encode_texts(texts).reshape(len(done), k, -1)
-            depicted[done] = encoder.encode_texts(clips_texts(texts)).reshape(len(done), k, -1)
-        scores = cosines(image[:, None, :], embedded)
-        depicts = clip_s(cosines(image[:, None, :], depicted))
+            embedded[done] = embed_texts(encoder, texts).reshape(len(done), k, -1)
+            depicted[done] = embed_texts(encoder, clips_texts(texts)).reshape(len(done), k, -1)
+        scores = caption_scores(image, embedded)
+        depicts = clip_s(caption_scores(image, depicted))
         best = np.argmax(np.nan_to_num(scores, nan=-np.inf), axis=1)
         rows = np.arange(n)
         has = np.zeros(n, bool)
@@ -156,8 +154,7 @@ class Recaption(MapStage):
     def _raw_clip_s(self, part: PartData, image: np.ndarray) -> np.ndarray:
         """CLIP-S of the raw captions (NaN without one), for comparing sources."""
         raw = part.column("caption").to_pylist()
-        texts = embed_texts(self.encoder, [CLIPS_PREFIX + c if c else None for c in raw])
-        return clip_s(cosines(image, texts))
+        return clip_s(clip_scores(image, embed_texts(self.encoder, clips_texts(raw))))
 
     def summarize(self, data: Collection) -> dict[str, Any]:
         captioned = sum(int(np.count_nonzero(~np.isnan(data.part(p).values(self.name, "s_b"))))
