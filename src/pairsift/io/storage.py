@@ -65,8 +65,12 @@ def expand_url(spec: str) -> list[str]:
         fs, path = _filesystem(pattern)
         matches = sorted(fs.glob(path)) if any(c in path for c in "*?[") else [path]
         for match in matches:
-            if fs.isdir(match):
+            try:
+                kind = fs.info(match)["type"]  # one request an object (not isdir + exists)
+            except FileNotFoundError:
+                continue
+            if kind == "directory":
                 urls += [_url(fs, p) for p in sorted(fs.find(match, maxdepth=1))]
-            elif fs.exists(match):
+            else:
                 urls.append(_url(fs, match))
     return urls

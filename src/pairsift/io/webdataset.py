@@ -55,11 +55,11 @@ def split_member_name(name: str) -> tuple[str, str]:
     return stem, ext.lower()
 
 
-def _scan(tar_path: Location) -> tuple[dict[str, _Group], str | None]:
+def _scan(f) -> tuple[dict[str, _Group], str | None]:
     """Member offsets grouped by key, and the error that stopped the scan (if any)."""
     groups: dict[str, _Group] = {}
     try:
-        with open_binary(tar_path) as f, tarfile.open(fileobj=f, mode="r:") as tf:
+        with tarfile.open(fileobj=f, mode="r:") as tf:
             for info in tf:
                 if not info.isfile():
                     continue  # directories, links: not sample members
@@ -113,13 +113,17 @@ def read_tar(tar_path: Location) -> Iterator[RawSample | SampleError]:
     """Every sample of one shard, or an error for each key (or the shard) it cannot use."""
     shard = path_text(tar_path)
     yield from _failed_downloads(tar_path)
-    groups, scan_error = _scan(tar_path)
-    if scan_error:
+    try:
+        f = open_binary(tar_path)  # once: the scan's reads are the members' (remote: ranges)
+    except OSError as exc:
         yield SampleError(key="", shard=shard, reason="broken_shard",
-                          message=f"{shard}: {scan_error}")
-    if not groups:
+                          message=f"{shard}: {type(exc).__name__}: {exc}")
         return
-    with open_binary(tar_path) as f:
+    with f:
+        groups, scan_error = _scan(f)
+        if scan_error:
+            yield SampleError(key="", shard=shard, reason="broken_shard",
+                              message=f"{shard}: {scan_error}")
         for key, group in groups.items():
             yield from _sample(f, shard, key, group)
 
