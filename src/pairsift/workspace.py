@@ -535,10 +535,13 @@ class Workspace:
                 if (self.root / "decisions" / s / self.current_run(s)).is_dir()]
 
     def part_decisions(self, part: int, stage: str, columns: list[str] | None = None,
-                       run: str | None = None) -> pa.Table:
-        """One stage's decisions for one part (rows aligned with the part)."""
+                       run: str | None = None, *, missing_ok: bool = False) -> pa.Table | None:
+        """One stage's decisions for one part (rows aligned with the part). ``missing_ok``:
+        None for a part added after the stage ran (undecided) instead of an error."""
         path = self.decision_path(stage, run or self.current_run(stage), part)
         if not path.exists():
+            if missing_ok:
+                return None
             raise WorkspaceError(f"{path} is missing: run `pairsift {cli_name(stage)}` again "
                                  "to decide every part")
         return pq.read_table(path, columns=columns)
@@ -551,10 +554,9 @@ class Workspace:
         """
         mask = np.zeros(self.part_rows(part), bool)
         for stage in self.decision_stages() if stages is None else stages:
-            path = self.decision_path(stage, self.current_run(stage), part)
-            if path.exists():
-                verdict = pq.read_table(path, columns=["verdict"]).column("verdict")
-                mask |= pc.equal(verdict, "drop").to_numpy(zero_copy_only=False)
+            table = self.part_decisions(part, stage, ["verdict"], missing_ok=True)
+            if table is not None:
+                mask |= pc.equal(table.column("verdict"), "drop").to_numpy(zero_copy_only=False)
         return mask
 
     def num_dropped(self) -> int:

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from PIL import Image
 
 from .. import spaces
@@ -92,10 +91,10 @@ class Decisions:
             for part in self.ws.part_ids():
                 mask = np.zeros(self.ws.part_rows(part), np.uint64)
                 for stage in stages:
-                    path = self.ws.decision_path(stage, self.ws.current_run(stage), part)
-                    if not path.exists():  # a part added since the stage ran: undecided
+                    table = self.ws.part_decisions(part, stage, ["verdict", "reason"],
+                                                   missing_ok=True)
+                    if table is None:  # a part added since the stage ran: undecided
                         continue
-                    table = pq.read_table(path, columns=["verdict", "reason"])
                     drop = pc.equal(table.column("verdict"), "drop").to_numpy(
                         zero_copy_only=False)
                     for reason in pc.unique(table.column("reason").filter(drop)).to_pylist():
