@@ -110,8 +110,8 @@ def retrieval_fairness(image_emb: np.ndarray, labels: np.ndarray, prompt_emb: np
     rows = []
     for prompt in prompt_emb:
         ranked = labels[np.argsort(-(image_emb @ prompt), kind="stable")]
-        rows.append((max_skew(ranked[:k], target, zero_policy),
-                     min_skew(ranked[:k], target, zero_policy), ndkl(ranked, target)))
+        top = skews(ranked[:k], target, zero_policy)
+        rows.append((top.max(), top.min(), ndkl(ranked, target)))
     per_prompt = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
     means = per_prompt.mean(axis=0)
     return FairnessResult(k, float(means[0]), float(means[1]), float(means[2]), per_prompt)
