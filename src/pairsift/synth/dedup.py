@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 from scipy.ndimage import gaussian_filter
 
 from .photos import PHOTOS, Photo, photo_pixels
+from .render import encode
 from .text import FONTS, VOCABULARY, TextPlan, draw_words
 
 DEDUP_TRANSFORMS = ("exact", "jpeg_q30", "webp", "resize_50", "center_crop_80", "random_crop",
@@ -140,7 +140,8 @@ def _name_groups(rows: list[dict]) -> list[dict]:
 def _original(family: str, caption: str, image: Image.Image, fmt: str = "jpg") -> _Sample:
     image = _fit(image.convert("RGB"))
     group = f"{family}:{hashlib.sha1(image.tobytes()).hexdigest()[:12]}"
-    return _Sample(family, group, caption, _encode(image, fmt), fmt, image.size, image=image)
+    return _Sample(family, group, caption, encode(image, fmt, quality=92), fmt, image.size,
+                   image=image)
 
 
 def _originals(rng: np.random.Generator, scale: float) -> list[_Sample]:
@@ -175,13 +176,6 @@ def _fit(image: Image.Image) -> Image.Image:
         return image
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     return image.resize(size, Image.Resampling.LANCZOS)
-
-
-def _encode(image: Image.Image, fmt: str, quality: int = 92) -> bytes:
-    buf = io.BytesIO()
-    pil = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}[fmt]
-    image.save(buf, pil, **({} if fmt == "png" else {"quality": quality}))
-    return buf.getvalue()
 
 
 # -- procedural originals --------------------------------------------------------------------
@@ -274,7 +268,7 @@ def _copy(rng: np.random.Generator, original: _Sample, transform: str) -> _Sampl
     fmt = "webp" if transform == "webp" else "jpg"
     quality = {"jpeg_q30": 30, "webp": 75}.get(transform, 90)
     return _Sample(original.family, original.group, original.caption,
-                   _encode(image, fmt, quality), fmt, image.size, transform)
+                   encode(image, fmt, quality), fmt, image.size, transform)
 
 
 def _transformed(rng: np.random.Generator, image: Image.Image, transform: str) -> Image.Image:
