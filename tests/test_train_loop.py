@@ -20,6 +20,7 @@ from pairsift.models import load_encoder, model_slug
 from pairsift.pipeline.compare import caption_stats
 from pairsift.pipeline.export import decisions_digest
 from pairsift.pipeline.train import _tar_samples, describe_export
+from pairsift.stages.parrot_audit import WORDS
 from pairsift.synth import SynthConfig, make_corpus
 from pairsift.synth.evalset import make_eval_set
 from pairsift.workspace import Workspace
@@ -114,6 +115,9 @@ def test_compare_two_runs(trained, exported, tmp_path):
     assert rows[0].sync_score == pytest.approx(rows[1].sync_score)  # same checkpoint
     assert json.loads((trained / "parrot-audit" / "parrot_audit.json").read_text())[
         "words"] == len(words)
+    # the CLI audits with the default words: the saved four-word audit is not reused for them
     result = CliRunner().invoke(app, ["compare", str(trained), str(other), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)[0]["sync_score"] == pytest.approx(rows[0].sync_score)
+    saved = json.loads((trained / "parrot-audit" / "parrot_audit.json").read_text())
+    assert sorted(saved["asked"]) == sorted(set(WORDS))
+    assert json.loads(result.output)[0]["sync_score"] == pytest.approx(saved["sync_score"])

@@ -19,6 +19,7 @@ from ..captionmetrics import TrigramCounter
 from ..errors import ConfigError
 from ..models import RUN_PREFIX, TRAIN_RECORD
 from ..stages.mix import CAPTION_SOURCE, SYNTHETIC
+from ..stages.parrot_audit import WORDS
 from .parrot import parrot_audit
 from .train import describe_export
 
@@ -65,7 +66,7 @@ def _sync_score(run: Path, words: list[str] | None, device: str, progress: bool)
     saved = run / AUDIT_DIR / "parrot_audit.json"
     if saved.exists():
         summary = json.loads(saved.read_text())
-        if words is None or summary.get("words") == len(dict.fromkeys(words)):
+        if sorted(summary.get("asked", [])) == sorted(set(words or WORDS)):
             return summary["sync_score"]
     return parrot_audit(model=f"{RUN_PREFIX}{run}", device=device, out=run / AUDIT_DIR,
                         words=words, progress=progress).sync_score

@@ -62,7 +62,8 @@ class AuditResult:
         styles = {f"{bg}/{fg}": {"sync_score": float(m), "mismatched": float(x)}
                   for (bg, fg), m, x in zip(STYLES, self.matched.mean(0),
                                             self.mismatched.mean(0), strict=True)}
-        return {"model": self.model, "words": len(self.words), "skipped": self.skipped,
+        return {"model": self.model, "words": len(self.words),
+                "asked": [*self.words, *self.skipped], "skipped": self.skipped,
                 "sync_score": self.sync_score, "mismatched": self.baseline,
                 "gap": self.sync_score - self.baseline, "styles": styles}
 
