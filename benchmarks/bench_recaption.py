@@ -82,7 +82,8 @@ def coca_speed(arch: str, ws: Workspace, images: int, batch: int) -> float:
     with ImageBytesReader(ws.image_columns()) as reader:
         pixels = [captioner.preprocess(decode_image(reader.read(r)).image) for r in rows]
     for i in range(0, len(pixels), batch):
-        captioner.caption(pixels[i:i + batch], Decoding(), [None] * len(pixels[i:i + batch]))
+        captioner.caption(pixels[i:i + batch], Decoding(), [None] * len(pixels[i:i + batch]),
+                          list(range(i, i + len(pixels[i:i + batch]))))
     return len(pixels) / (time.perf_counter() - start)
 
 

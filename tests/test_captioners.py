@@ -26,7 +26,7 @@ SAMPLING = Decoding(n=2, temperature=0.75, top_p=0.9, max_tokens=8, seed=3)
 
 def _captions(captioner, decoding=SAMPLING):
     pixels = [captioner.preprocess(im) for im in IMAGES]
-    return captioner.caption(pixels, decoding, [None] * len(pixels))
+    return captioner.caption(pixels, decoding, [None] * len(pixels), [3, 4])
 
 
 def _check_k_per_image_and_seeded(captioner):
@@ -54,6 +54,31 @@ def test_labels_caption_quotes_the_spotted_text():
     assert labels_caption("tabby cat", None) == "a photo of a tabby cat"
     assert labels_caption("tabby cat", ["SALE", " ", "50%"]) == \
         "a photo of a tabby cat; the text reads 'SALE 50%'"
+
+
+@pytest.mark.parametrize(("name", "said"), [
+    ("espresso", "an espresso"), ("Egyptian Mau", "an Egyptian Mau"), ("ox", "an ox"),
+    ("hourglass", "an hourglass"), ("umbrella", "an umbrella"), ("unicycle", "a unicycle"),
+    ("European polecat", "a European polecat"), ("one-piece bathing suit",
+                                                 "a one-piece bathing suit"),
+    ("a cat having a striped coat", "a cat having a striped coat"), ("hen", "a hen")])
+def test_labels_caption_says_the_right_article(name, said):
+    assert labels_caption(name, None) == f"a photo of {said}"
+
+
+def test_labels_captions_depend_on_each_image_seed_not_on_the_batching():
+    from pairsift.models.captioners import load_captioner
+    from pairsift.synth.photos import PHOTOS, photo_pixels
+
+    captioner = load_captioner("labels")
+    pixels = [captioner.preprocess(photo_pixels(p)) for p in PHOTOS[:4]]
+    decoding, seeds = Decoding(n=3, temperature=1.5, top_p=1.0), [11, 12, 13, 14]
+    together = captioner.caption(pixels, decoding, [None] * 4, seeds)
+    one_by_one = [captioner.caption([p], decoding, [None], [s])[0]
+                  for p, s in zip(pixels, seeds, strict=True)]
+    assert together == one_by_one
+    reseeded = captioner.caption(pixels, decoding, [None] * 4, [21, 22, 23, 24])
+    assert reseeded != together  # the seeds do drive the sampling
 
 
 def test_nucleus_sample_greedy_and_narrow_nucleus_take_the_top_class():

@@ -55,7 +55,7 @@ class LongCaptioner:
             raise RuntimeError("this captioner cannot read that image")
         return image.size
 
-    def caption(self, pixels, decoding, spotted):
+    def caption(self, pixels, decoding, spotted, seeds):
         return [["word " * 400] * decoding.n for _ in pixels]  # > 256 tokens
 
 
@@ -135,7 +135,7 @@ def test_recaption_stores_captions_scores_embeddings_and_provenance(recaptioned)
                                    atol=2e-3)
         for s in signals:
             assert len(s["synthetic_captions"]) == 2
-            assert all(c.startswith("a photo of a ") for c in s["synthetic_captions"])
+            assert all(c.startswith("a photo of ") for c in s["synthetic_captions"])
             best = int(np.argmax(s["synthetic_scores"]))
             assert s["synthetic_caption"] == s["synthetic_captions"][best]
             assert s["s_b"] == pytest.approx(s["synthetic_scores"][best])

@@ -19,6 +19,7 @@ captions, like every decoding option.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -56,14 +57,21 @@ class Decoding:
 class Captioner(Protocol):
     """``preprocess`` is CPU-only and thread-safe (decode threads call it); ``caption`` runs
     the model on a batch and returns ``decoding.n`` captions per image. ``spotted`` is the
-    text found in each image (``parrot spot``), for captioners that quote it."""
+    text found in each image (``parrot spot``), for captioners that quote it; ``seeds`` one
+    sampling seed per image (``decoding.seed`` is the user's seed they derive from).
+
+    ``labels`` samples each image from its own seed, so its captions do not depend on how
+    images are batched. A generative model samples a batch from one generator seeded with
+    the batch's first seed (per-image generation would be batch size 1): its sampled
+    captions depend on the batching, as its floats do on the device."""
 
     name: str
 
     def preprocess(self, image: Image.Image) -> Any: ...
 
     def caption(self, pixels: list[Any], decoding: Decoding,
-                spotted: Sequence[Sequence[str] | None]) -> list[list[str]]: ...
+                spotted: Sequence[Sequence[str] | None],
+                seeds: Sequence[int]) -> list[list[str]]: ...
 
 
 def check_name(name: str) -> None:
@@ -110,10 +118,24 @@ def nucleus_sample(probs: np.ndarray, decoding: Decoding, rng: np.random.Generat
 
 
 def labels_caption(class_name: str, spotted: Sequence[str] | None) -> str:
-    """``a photo of a tabby cat; the text reads 'SALE'`` (the encoder's own prompt)."""
-    text = f"a photo of a {class_name}"
+    """``a photo of a tabby cat; the text reads 'SALE'``: the encoder's class prompt, with
+    the article made right ("an espresso"; none added to a name that has one)."""
+    text = f"a photo of {with_article(class_name)}"
     words = [w for w in spotted or () if w.strip()][:SPOTTED_WORDS]
     return f"{text}; the text reads '{' '.join(words)}'" if words else text
+
+
+def with_article(noun: str) -> str:
+    """``an Egyptian Mau``, ``a unicycle``, ``a cat having a striped coat`` (kept as it is).
+    By spelling, with the common exceptions; ImageNet's names need no more."""
+    if _HAS_ARTICLE.match(noun):
+        return noun
+    return f"{'an' if _VOWEL_SOUND.match(noun) else 'a'} {noun}"
+
+
+_HAS_ARTICLE = re.compile(r"(?:a|an|the)\s", re.IGNORECASE)
+_VOWEL_SOUND = re.compile(
+    r"(?:[ai]|o(?!ne\b)|e(?!u|we)|u(?!ni|s[eu]|ku|ro|te|ti)|hour|honest|heir)", re.IGNORECASE)
 
 
 class LabelsCaptioner:
@@ -131,11 +153,15 @@ class LabelsCaptioner:
         return self.encoder.preprocess(image)
 
     def caption(self, pixels: list[Any], decoding: Decoding,
-                spotted: Sequence[Sequence[str] | None]) -> list[list[str]]:
+                spotted: Sequence[Sequence[str] | None],
+                seeds: Sequence[int]) -> list[list[str]]:
         probs = self.encoder.class_probabilities(torch.stack(pixels))
-        rng = np.random.default_rng(decoding.seed)
-        return [[labels_caption(self.classes[nucleus_sample(p, decoding, rng)], words)
-                 for _ in range(decoding.n)] for p, words in zip(probs, spotted, strict=True)]
+        out = []
+        for p, words, seed in zip(probs, spotted, seeds, strict=True):
+            rng = np.random.default_rng(seed)
+            out.append([labels_caption(self.classes[nucleus_sample(p, decoding, rng)], words)
+                        for _ in range(decoding.n)])
+        return out
 
 
 # -- open_clip CoCa ---------------------------------------------------------------------------
@@ -176,7 +202,8 @@ class CocaCaptioner:
         return self._preprocess(image.convert("RGB"))
 
     def caption(self, pixels: list[Any], decoding: Decoding,
-                spotted: Sequence[Sequence[str] | None]) -> list[list[str]]:
+                spotted: Sequence[Sequence[str] | None],
+                seeds: Sequence[int]) -> list[list[str]]:
         import open_clip
 
         if decoding.temperature == 0:
@@ -184,7 +211,7 @@ class CocaCaptioner:
                               "BeamSearchScorer, which transformers 5 removed: use a "
                               "temperature above 0")
         images = torch.stack(pixels).to(self.device).repeat_interleave(decoding.n, dim=0)
-        with seeded(decoding.seed), torch.inference_mode():
+        with seeded(seeds[0]), torch.inference_mode():
             ids = self.model.generate(images, generation_type="top_p", top_p=decoding.top_p,
                                       temperature=decoding.temperature,
                                       seq_len=decoding.max_tokens, min_seq_len=5)
@@ -223,11 +250,12 @@ class HfCaptioner:
         return pixels["pixel_values"][0]
 
     def caption(self, pixels: list[Any], decoding: Decoding,
-                spotted: Sequence[Sequence[str] | None]) -> list[list[str]]:
+                spotted: Sequence[Sequence[str] | None],
+                seeds: Sequence[int]) -> list[list[str]]:
         sampling = ({"do_sample": False} if decoding.temperature == 0 else
                     {"do_sample": True, "temperature": decoding.temperature,
                      "top_p": decoding.top_p})
-        with seeded(decoding.seed), torch.inference_mode():
+        with seeded(seeds[0]), torch.inference_mode():
             ids = self.model.generate(pixel_values=torch.stack(pixels).to(self.device),
                                       max_new_tokens=decoding.max_tokens,
                                       num_return_sequences=decoding.n, **sampling)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import zlib
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -72,7 +71,7 @@ class Recaption(MapStage):
         Param("temperature", float, 0.75, "Sampling temperature (0: greedy).", low=0),
         Param("top_p", float, 0.9, "Nucleus sampling mass.", low=0, high=1, closed="right"),
         Param("max_tokens", int, 30, "Longest caption, in the captioner's tokens.", low=6),
-        Param("seed", int, 0, "Sampling seed (with the batch's first uid)."),
+        Param("seed", int, 0, "Sampling seed (with each image's uid)."),
         Param("model", str, None, "Embeddings to score against (default: the last embedded "
                                   "model).", runtime=True),
         Param("device", str, "cpu", "cpu | cuda | cuda:N", runtime=True),
@@ -116,10 +115,10 @@ class Recaption(MapStage):
 
     def process(self, items: list[Any]) -> list[list[str]]:
         pixels, spotted, uids = zip(*items, strict=True)
-        # seeded by the batch, so a batch gives the same captions wherever it runs
-        seed = zlib.crc32(f"{self['seed']}/{uids[0]}".encode())
-        return self.captioner.caption(list(pixels), replace(self.decoding, seed=seed),
-                                      list(spotted))
+        # one seed per image, from the user's seed and the uid: the same image gets the same
+        # seed wherever it runs (see Captioner for what batching still changes)
+        seeds = [zlib.crc32(f"{self['seed']}/{uid}".encode()) for uid in uids]
+        return self.captioner.caption(list(pixels), self.decoding, list(spotted), seeds)
 
     def assemble(self, part: PartData, results: list[Any] | None) -> PartOutput:
         n, k, encoder = part.num_rows, self["n"], self.encoder
