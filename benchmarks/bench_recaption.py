@@ -6,7 +6,8 @@ and how fast captioning runs.
 For each seed, ``recaption --captioner labels`` (a new run: the seed is part of its id), then
 ``mix`` with ``raw_topk`` and ``raw_then_synthetic --filter-synthetic`` at the same top X:
 images kept, how many images with a mismatched raw caption are kept with a synthetic caption,
-and the share of kept pairs whose caption is correct. "Correct" is the generator's truth: the
+and the share of kept pairs whose caption is correct; and the best any filter of the synthetic
+captions could do (:func:`oracle_bound`). "Correct" is the generator's truth: the
 caption names the image's photo (:func:`pairsift.synth.captions.names_photo`: of the corpus's
 photo descriptions, that photo's shares the most content words with the caption). Throughput
 is images/s of the whole recaption stage (decode, classifier, caption and CLIP-S text
@@ -71,6 +72,37 @@ def outcome(ws: Workspace, truth: dict[str, dict], **mix) -> dict[str, float]:
             "mismatched_rescued": rescued}
 
 
+def oracle_bound(ws: Workspace, truth: dict[str, dict], top: float) -> dict[str, float]:
+    """The best any filter of the synthetic captions could do after ``raw_topk --top``: keep
+    every correct synthetic caption, and only as many wrong ones as needed to keep half of
+    the mismatched-raw images. If even this share of correct pairs is below ``raw_topk``'s,
+    no filter (``--filter-synthetic`` or any other) makes ``labels`` meet both goals."""
+    pairsift.mix(ws.root, progress=False, strategy="raw_topk", top=top)
+    ws = Workspace.open(ws.root)
+    rows = [r for _, t in ws.iter_parts(["key", "caption"]) for r in t.to_pylist()]
+    raw_kept = ws.signals("mix").column("caption_source").to_pylist()
+    synthetic = ws.signals("recaption", ["synthetic_caption"]).column(
+        "synthetic_caption").to_pylist()
+    kept = correct = rescued_right = rescuable = mismatched = 0
+    for row, src, syn in zip(rows, raw_kept, synthetic, strict=True):
+        photo = truth[row["key"]]
+        mismatched += photo["mismatched"]
+        if src is not None:
+            kept += 1
+            correct += names_photo(row["caption"], photo["photo"])
+        elif syn is not None:
+            right = names_photo(syn, photo["photo"])
+            kept, correct = kept + right, correct + right
+            rescued_right += right and photo["mismatched"]
+            rescuable += photo["mismatched"]
+    wrong_needed = max(0, -(-mismatched // 2) - rescued_right)
+    if wrong_needed > rescuable - rescued_right:
+        return {"half_rescuable": False}
+    kept += wrong_needed
+    return {"half_rescuable": True, "images": kept, "correct": correct / kept,
+            "synthetic_correct_rescued": rescued_right, "wrong_needed": wrong_needed}
+
+
 def coca_speed(arch: str, ws: Workspace, images: int, batch: int) -> float:
     """Images/s of CoCa ``generate`` (top-p, 30 tokens) at random weights, with preprocessing."""
     import open_clip
@@ -109,8 +141,10 @@ def main() -> None:
         raw = outcome(ws, truth, strategy="raw_topk", top=args.top)
         mixed = outcome(ws, truth, strategy="raw_then_synthetic", top=args.top,
                         filter_synthetic=True)
+        bound = oracle_bound(ws, truth, args.top)
         print(f"seed {seed}: {summary.samples} images, labels {speeds[-1]:.1f} images/s\n"
-              f"  raw_topk:            {raw}\n  raw_then_synthetic+f: {mixed}")
+              f"  raw_topk:            {raw}\n  raw_then_synthetic+f: {mixed}\n"
+              f"  best possible filter: {bound}")
     print(f"labels images/s over {len(speeds)} runs: median {statistics.median(speeds):.1f}, "
           f"min {min(speeds):.1f}, max {max(speeds):.1f}")
     compared = pairsift.mix(ws.root, strategy="raw_topk", top=args.top, compare=True,

@@ -180,6 +180,16 @@ def test_recaption_resumes_per_part_truncates_long_captions_and_isolates_failure
         run, 1, ws.part_rows(ws.part_ids()[1]))
 
 
+def test_undo_recaption_removes_its_caption_embeddings(ws_copy):
+    ws = Workspace.open(ws_copy)
+    run, model = ws.current_run("recaption"), ws.current_model()
+    kept = sorted(p.name for p in (ws_copy / "embeddings" / model).iterdir())
+    assert space_of(run) in kept
+    assert pairsift.undo(ws_copy, "recaption") == run
+    left = sorted(p.name for p in (ws_copy / "embeddings" / model).iterdir())
+    assert left == [s for s in kept if s != space_of(run)]
+
+
 # -- mix ------------------------------------------------------------------------------------
 def test_mix_decides_and_notes_replaced_captions(ws_copy):
     summary = pairsift.mix(ws_copy, strategy="raw_then_synthetic", top=0.5,

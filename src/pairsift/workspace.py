@@ -440,8 +440,9 @@ class Workspace:
                 manifest["current"][stage] = run
 
     def clear_stage(self, stage: str) -> str | None:
-        """Forget a stage's current run (``pairsift undo``): its signals, decisions and task
-        checkpoints are removed, and running it again recomputes it."""
+        """Forget a stage's current run (``pairsift undo``): its signals, decisions, task
+        checkpoints and per-run embedding spaces (``embeddings/<model>/<space>-<run>``, such
+        as recaption's caption embeddings) are removed, and running it again recomputes it."""
         run = self.current_run(stage)
         with self.update() as manifest:
             manifest["current"].pop(stage, None)
@@ -452,6 +453,8 @@ class Workspace:
             for kind in ("signals", "decisions"):
                 shutil.rmtree(self.root / kind / stage / run, ignore_errors=True)
             shutil.rmtree(self.root / "tasks" / stage, ignore_errors=True)
+            for space in self.root.glob(f"embeddings/*/*-{run}"):
+                shutil.rmtree(space, ignore_errors=True)
         return run
 
     def current_run(self, stage: str) -> str | None:
