@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Container
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from ..engine.views import Collection, PartData, embedded_rows
 from ..errors import ConfigError
 from ..io.records import IMAGE_EXTENSIONS, image_files
 from ..params import Param
-from ..stage import DecideStage, Decisions, fail, register
+from ..stage import DecideStage, Decisions, Dependencies, fail, register
 from .basicfilter import LANGUAGE, basic_filter_reasons
 from .cluster import KMeansModel
 
@@ -134,7 +135,7 @@ class FilterImageBased(DecideStage):
         if not Path(self["reference"]).exists():
             fail(f"reference set {self['reference']} does not exist")
 
-    def dependencies(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def dependencies(self, present: Container[str] = ()) -> Dependencies:
         required = (*self.requires, *((LANGUAGE,) if self["caption_filter"] else ()),
                     *((CLIP_FILTER,) if self["intersect_clip_score"] else ()))
         return required, self.uses
