@@ -38,7 +38,7 @@ from ..io.writers import (
 )
 from ..stages.mix import BOTH, CAPTION_SOURCE, RAW, SYNTHETIC
 from ..uids import uid_codes
-from ..workspace import PART_SCHEMA, Workspace, config_hash
+from ..workspace import PART_SCHEMA, Workspace, config_hash, fsync
 
 FORMATS = ("webdataset", "parquet", "openclip-csv", "datacomp-uids")
 MARKER = "pairsift-export.json"
@@ -280,8 +280,4 @@ def _fsync(path: Path) -> None:
         with os.scandir(path) as entries:  # lazily: a CSV export's images are one per sample
             for entry in entries:
                 _fsync(Path(entry.path))
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync(path)
