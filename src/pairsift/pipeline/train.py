@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..models import RUN_PREFIX, TRAIN_RECORD
-from .export import MARKER
+from .export import MARKER, read_marker
 
 MODEL_CONFIGS = {"tiny": "pairsift-tiny"}
 TRAINER_DIR = "trainer"
@@ -69,18 +69,12 @@ def describe_export(path: str | Path) -> ExportInfo:
         shards = sorted(path.glob("*.tar"))
         if not shards:
             raise ConfigError(f"{path}: a WebDataset export folder holds .tar shards")
-        return _export_info("webdataset", "::".join(map(str, shards)), path / MARKER)
+        return ExportInfo("webdataset", "::".join(map(str, shards)), path / MARKER,
+                          read_marker(path))
     if path.suffix.lower() not in (".csv", ".tsv"):
         raise ConfigError(f"{path}: train reads an open_clip CSV export or a WebDataset folder")
-    return _export_info("csv", str(path), path.with_name(f"{path.stem}_images") / MARKER)
-
-
-def _export_info(dataset_type: str, train_data: str, marker: Path) -> ExportInfo:
-    try:
-        provenance = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        provenance = None
-    return ExportInfo(dataset_type, train_data, marker, provenance)
+    images = path.with_name(f"{path.stem}_images")
+    return ExportInfo("csv", str(path), images / MARKER, read_marker(images))
 
 
 def trainer_args(info: ExportInfo, run: Path, arch: str, *, epochs: int, batch_size: int,
