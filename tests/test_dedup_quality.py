@@ -160,6 +160,9 @@ def test_text_guard_uses_parrot_spot_words_when_they_exist(hard_copy, same_words
     dedup_semantic(ws_dir, eps=0.1, text_guard=True, progress=False)
     wrong_pages = _wrong(_drops(ws_dir, "dedup-semantic"), truth)["text_page"]
     assert (wrong_pages > 0) == same_words
+    ws = Workspace.open(ws_dir)  # the words decided every pair: the detector was not run
+    assert ws.current_run("text-detect") is None
+    assert "text-detect" not in ws.run_record("dedup-semantic")["inputs"]
 
 
 def test_going_back_to_earlier_options_makes_that_run_current(hard_copy):

@@ -303,3 +303,20 @@ def test_model_slug_is_filesystem_safe(tmp_path) -> None:
     b = model_slug(f"open_clip:ViT-B-32/{tmp_path}/b/my ckpt.pt")
     assert a.startswith("open_clip-ViT-B-32-my-ckpt-") and a != b
     assert all(c.isalnum() or c in "._-" for c in a + b)
+
+
+def test_run_record_is_read_once_per_version(tmp_path) -> None:
+    """``run:RUN`` reads the training record once while it is unchanged (model_slug resolves
+    the name for every part read), and again once the run is re-trained."""
+    import json
+
+    record = tmp_path / "pairsift-train.json"
+    record.write_text(json.dumps({"arch": "pairsift-tiny", "checkpoint": "epoch_1.pt"}))
+    first = model_slug(f"run:{tmp_path}")
+    assert first.startswith("open_clip-pairsift-tiny-epoch_1-")
+    stat = record.stat()
+    record.write_text(json.dumps({"arch": "pairsift-tiny", "checkpoint": "epoch_2.pt"}))
+    os.utime(record, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same version: not read
+    assert model_slug(f"run:{tmp_path}") == first
+    os.utime(record, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # re-trained
+    assert model_slug(f"run:{tmp_path}").startswith("open_clip-pairsift-tiny-epoch_2-")

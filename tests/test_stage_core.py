@@ -270,6 +270,20 @@ def test_recipe_typo_fails_before_any_write_naming_the_line(tmp_path, demo_corpu
     assert not (tmp_path / "ws").exists()
 
 
+@pytest.mark.parametrize("entry, message", [
+    ("sources:\n  - {path: a, nmae: b}", r":2: a source has no option 'nmae'.*'name'"),
+    ("sources:\n  - {name: b}", r":2: a source needs `path`"),
+    ("stages: [score]\nexport:\n  - {format: parquet}", r":3: an export needs `out`"),
+    ("stages: [score]\nexports: []", r"a recipe has no option 'exports'.*'export'"),
+])
+def test_recipe_entries_with_unknown_or_missing_keys_name_the_line(tmp_path, entry, message):
+    from pairsift.recipe import load_recipe
+
+    (tmp_path / "recipe.yaml").write_text(entry + "\n")
+    with pytest.raises(ConfigError, match=message):
+        load_recipe(tmp_path / "recipe.yaml")
+
+
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, demo_corpus):
     result = CliRunner().invoke(app, ["run", str(_recipe(tmp_path, demo_corpus)), "-w",
                                       str(tmp_path / "ws"), "--dry-run"])

@@ -29,6 +29,7 @@ from pairsift.synth import (
     make_corpus,
     tokens,
 )
+from pairsift.synth.dedup import make_dedup_corpus
 from pairsift.synth.photos import PHOTO_DIR
 from pairsift.synth.plan import make_plan
 from pairsift.synth.render import render
@@ -349,3 +350,5 @@ def test_layout_and_target_are_checked(tmp_path):
     (tmp_path / "full" / "old.tar").write_bytes(b"")
     with pytest.raises(ValueError, match="not empty"):
         make_corpus(tmp_path / "full")
+    with pytest.raises(ValueError, match="not empty"):
+        make_dedup_corpus(tmp_path / "full")

@@ -87,6 +87,29 @@ def test_webdataset_exports_read_by_the_trainer(exported):
     assert all("txt" in s and {"jpg", "png", "webp"} & set(s) for s in samples)
 
 
+def test_sample_count_is_the_one_the_export_recorded(tmp_path):
+    """A caption with a carriage return is quoted over two lines of the CSV: the count is the
+    export's own, not the file's lines."""
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    for i in range(3):
+        Image.new("RGB", (32, 32), (80 * i, 10, 10)).save(tmp_path / "images" / f"{i}.png")
+        (tmp_path / "images" / f"{i}.txt").write_text(f"a red\rsquare {i}")
+    pairsift.ingest([str(tmp_path / "images")], tmp_path / "ws", progress=False)
+    summary = pairsift.export(tmp_path / "ws", tmp_path / "cr.csv", format="openclip-csv")
+    assert summary.exported == 3 and describe_export(tmp_path / "cr.csv").samples == 3
+
+
+def test_train_needs_the_export_marker(exported, tmp_path):
+    shutil.copy(exported / "train.csv", tmp_path / "train.csv")  # without its images folder
+    marker = tmp_path / "train_images" / "pairsift-export.json"
+    with pytest.raises(ConfigError, match=f"{marker}.*pairsift export OUT"):
+        pairsift.train(tmp_path / "train.csv", tmp_path / "run", batch_size=16)
+    # reading the captions needs no marker
+    assert caption_stats(tmp_path / "train.csv") == caption_stats(exported / "train.csv")
+
+
 def test_caption_stats_count_trigrams_and_synthetic_captions(tmp_path):
     export = tmp_path / "mixed.csv"
     with export.open("w", newline="") as f:

@@ -100,11 +100,20 @@ class _Parser:
         return ConfigError(f"{self.path}:{line}: {message}" if line else f"{self.path}: "
                            f"{message}")
 
+    def checked(self, entry: dict[str, Any], line: int | None, what: str,
+                keys: tuple[str, ...], needs: str | None = None) -> int | None:
+        """``entry``'s line (taken out of it); fails on a key not in ``keys``, or without
+        ``needs``."""
+        where = entry.pop(LINE, line)
+        for key in entry:
+            if key not in keys:
+                raise self.fail(where, unknown_option(what, key, list(keys)))
+        if needs is not None and needs not in entry:
+            raise self.fail(where, f"{what} needs `{needs}`")
+        return where
+
     def parse(self, data: dict[str, Any], text: str) -> Recipe:
-        line = data.pop(LINE, None)
-        for key in data:
-            if key not in TOP_LEVEL:
-                raise self.fail(line, unknown_option("a recipe", key, list(TOP_LEVEL)))
+        line = self.checked(data, None, "a recipe", TOP_LEVEL)
         recipe = Recipe(self.path, text)
         model = data.get("model")
         recipe.sources = [self.source(entry, line) for entry in self.listed(data, "sources")]
@@ -128,12 +137,7 @@ class _Parser:
 
     def source(self, entry: Any, line: int | None) -> Step:
         entry = {"path": entry} if isinstance(entry, str) else dict(entry)
-        where = entry.pop(LINE, line)
-        for key in entry:
-            if key not in SOURCE_KEYS:
-                raise self.fail(where, unknown_option("a source", key, list(SOURCE_KEYS)))
-        if "path" not in entry:
-            raise self.fail(where, "a source needs a path")
+        where = self.checked(entry, line, "a source", SOURCE_KEYS, needs="path")
         options = {k: v for k, v in entry.items() if k != "path"}
         if options.get("captions"):
             options["captions"] = self.resolve(options["captions"])
@@ -172,11 +176,6 @@ class _Parser:
 
     def export(self, entry: Any, line: int | None) -> tuple[int | None, dict[str, Any]]:
         entry = dict(entry)
-        where = entry.pop(LINE, line)
-        for key in entry:
-            if key not in EXPORT_KEYS:
-                raise self.fail(where, unknown_option("an export", key, list(EXPORT_KEYS)))
-        if "out" not in entry:
-            raise self.fail(where, "an export needs `out`")
+        where = self.checked(entry, line, "an export", EXPORT_KEYS, needs="out")
         entry["out"] = self.resolve(entry["out"])
         return where, entry

@@ -24,7 +24,7 @@ The object holds only its options until ``setup()``, so it pickles to a worker.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 KINDS = ("source", "map", "global", "decide")
 _REGISTRY: dict[str, type[Stage]] = {}
+Dependencies = tuple[tuple[str, ...], tuple[str, ...]]  # (required, optional) stages
 # pairsift.stages.<module> registers its stages on import, in the order commands are listed
 _MODULES = ("ingest", "embed", "score", "hashdedup", "cluster", "semdedup", "fairdedup",
             "parrot", "textguard", "basicfilter", "imagebased", "recaption", "mix",
@@ -76,8 +77,10 @@ class Stage(ABC):
     def decides(self) -> bool:
         return self.reason is not None
 
-    def dependencies(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """(required, optional) upstream stages of this configuration."""
+    def dependencies(self, present: Container[str] = ()) -> Dependencies:
+        """(required, optional) upstream stages of this configuration; ``present``: the
+        stages that have a current run (or that a recipe's earlier steps make), for a stage
+        whose needs depend on what already ran."""
         return self.requires, self.uses
 
     def extra_inputs(self, ws: Workspace) -> dict[str, Any]:

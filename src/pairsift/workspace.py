@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 from .errors import WorkspaceBusyError, WorkspaceError
 
 __all__ = ["DECISION_SCHEMA", "ERROR_SCHEMA", "PART_SCHEMA", "Workspace", "WorkspaceError",
-           "atomic_write", "config_hash", "write_array", "write_table"]
+           "atomic_write", "config_hash", "fsync", "write_array", "write_table"]
 
 FORMAT_VERSION = 2
 MANIFEST = "pairsift.json"
@@ -120,7 +120,8 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync(path: Path) -> None:
+    """Flush a file, or a folder's entries (the names in it), to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -136,7 +137,7 @@ def atomic_write(path: Path, write: Any) -> None:
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync(path.parent)
 
 
 def write_table(path: Path, table: pa.Table, metadata: dict[str, str] | None = None) -> None:

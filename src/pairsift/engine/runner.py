@@ -54,7 +54,7 @@ def run_id(stage: Stage, inputs: dict[str, Any]) -> str:
 
 def resolve_inputs(ws: Workspace, stage: Stage) -> dict[str, Any]:
     """What this run reads: upstream current runs, the model, and the parts (non-map)."""
-    required, optional = stage.dependencies()
+    required, optional = stage.dependencies(ws.current_stages())
     inputs: dict[str, Any] = {}
     if stage.reads_embeddings:
         inputs["model"] = stage.options.get("model") or ws.current_model()
@@ -99,7 +99,7 @@ def _refresh_upstream(ws: Workspace, stage: Stage, *, engine: Any, progress: boo
     """Re-run every upstream stage whose current run no longer matches the workspace."""
     if stage.reads_embeddings:
         _refresh_embeddings(ws, stage.options.get("model"), engine=engine, progress=progress)
-    required, optional = stage.dependencies()
+    required, optional = stage.dependencies(ws.current_stages())
     for name in required:
         auto = get_stage(name)
         if ws.current_run(name) is None and auto.auto:

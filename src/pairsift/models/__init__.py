@@ -51,17 +51,31 @@ def _parse_open_clip(name: str) -> tuple[str, str]:
 
 def resolve_run(name: str) -> str:
     """``run:RUN`` as the ``open_clip:ARCH/CHECKPOINT`` name its training record gives; any
-    other name as it is."""
+    other name as it is. The record is read once per version (its mtime and size), since
+    ``model_slug`` resolves the name for every part read, and a re-trained run is still seen."""
     if not name.startswith(RUN_PREFIX):
         return name
-    folder = Path(name.removeprefix(RUN_PREFIX)).expanduser()
+    record = (Path(name.removeprefix(RUN_PREFIX)).expanduser() / TRAIN_RECORD).absolute()
     try:
-        record = json.loads((folder / TRAIN_RECORD).read_text())
+        stat = record.stat()
+    except OSError as exc:
+        raise _not_a_run(name, record) from exc
+    return _run_model(name, record, stat.st_mtime_ns, stat.st_size)
+
+
+@cache
+def _run_model(name: str, record: Path, mtime_ns: int, size: int) -> str:
+    try:
+        fields = json.loads(record.read_text())
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"{name}: {folder} holds no readable {TRAIN_RECORD}; is it a folder "
-                          "written by `pairsift train`?") from exc
-    checkpoint = (folder / record["checkpoint"]).resolve()
-    return f"{OPEN_CLIP_PREFIX}{record['arch']}/{checkpoint}"
+        raise _not_a_run(name, record) from exc
+    checkpoint = (record.parent / fields["checkpoint"]).resolve()
+    return f"{OPEN_CLIP_PREFIX}{fields['arch']}/{checkpoint}"
+
+
+def _not_a_run(name: str, record: Path) -> ConfigError:
+    return ConfigError(f"{name}: {record.parent} holds no readable {TRAIN_RECORD}; is it a "
+                       "folder written by `pairsift train`?")
 
 
 def _parse_timm(name: str) -> tuple[str, str | None]:

@@ -38,7 +38,7 @@ from ..io.writers import (
 )
 from ..stages.mix import BOTH, CAPTION_SOURCE, RAW, SYNTHETIC
 from ..uids import uid_codes
-from ..workspace import PART_SCHEMA, Workspace, config_hash
+from ..workspace import PART_SCHEMA, Workspace, config_hash, fsync
 
 FORMATS = ("webdataset", "parquet", "openclip-csv", "datacomp-uids")
 MARKER = "pairsift-export.json"
@@ -217,12 +217,14 @@ def _write_marker(folder: Path, record: dict, summary: ExportSummary) -> None:
     (folder / MARKER).write_text(json.dumps(marker, indent=1))
 
 
-def _export_format(folder: Path) -> str | None:
-    """The format of the pairsift export in ``folder``, None if it is not one."""
+def read_marker(folder: Path) -> dict | None:
+    """The record of the pairsift export in ``folder`` (for a CSV: its images folder), None
+    if it is not one."""
     try:
-        return json.loads((folder / MARKER).read_text()).get("format")
-    except (OSError, ValueError, AttributeError):
+        marker = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
         return None
+    return marker if isinstance(marker, dict) else None
 
 
 def _check_folder(folder: Path, format: str, overwrite: bool, ws: Workspace) -> None:
@@ -230,7 +232,8 @@ def _check_folder(folder: Path, format: str, overwrite: bool, ws: Workspace) -> 
         raise ExportError(f"{folder} holds the workspace {ws.root}; export somewhere else")
     if overwrite or not folder.exists():
         return
-    if folder.is_dir() and (_export_format(folder) == format or not any(folder.iterdir())):
+    if folder.is_dir() and ((read_marker(folder) or {}).get("format") == format
+                            or not any(folder.iterdir())):
         return
     raise ExportError(f"{folder} exists and is not a pairsift {format} export; choose another "
                       "path, or pass --overwrite (overwrite=True) to replace it")
@@ -280,8 +283,4 @@ def _fsync(path: Path) -> None:
         with os.scandir(path) as entries:  # lazily: a CSV export's images are one per sample
             for entry in entries:
                 _fsync(Path(entry.path))
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync(path)

@@ -74,7 +74,7 @@ def check_inputs(recipe: Recipe, ws: Workspace | None) -> None:
         stage = step.stage
         if not has_parts:
             raise _missing(recipe, step, "samples: add a source under `sources:`")
-        required, _ = stage.dependencies()
+        required, _ = stage.dependencies(available)
         needs = (["embed"] if stage.reads_embeddings else []) + list(required)
         for name in needs:
             if name not in available and not get_stage(name).auto:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..models import RUN_PREFIX, TRAIN_RECORD
-from .export import MARKER
+from .export import MARKER, read_marker
 
 MODEL_CONFIGS = {"tiny": "pairsift-tiny"}
 TRAINER_DIR = "trainer"
@@ -47,36 +47,34 @@ class ExportInfo:
 
     dataset_type: str  # csv | webdataset
     train_data: str
-    samples: int
-    provenance: dict | None  # the export's pairsift-export.json; None: not a pairsift export
+    marker: Path  # where ``pairsift export`` recorded what it wrote
+    provenance: dict | None  # the marker's record; None: not a pairsift export
+
+    @property
+    def samples(self) -> int:
+        """The samples the export holds, as its marker records them (a line count would
+        also count the line breaks inside quoted captions)."""
+        if self.provenance is None:
+            flag = "openclip-csv" if self.dataset_type == "csv" else "webdataset"
+            raise ConfigError(f"{self.marker} is missing or unreadable: the trainer takes the "
+                              "sample count from the record `pairsift export` writes; export "
+                              f"again with `pairsift export OUT -w WS --format {flag}`")
+        return self.provenance["exported"]
 
 
 def describe_export(path: str | Path) -> ExportInfo:
-    """An open_clip CSV (its images folder holds the provenance) or a WebDataset folder."""
+    """An open_clip CSV (its images folder holds the marker) or a WebDataset folder."""
     path = Path(path).absolute()
     if path.is_dir():
         shards = sorted(path.glob("*.tar"))
         if not shards:
             raise ConfigError(f"{path}: a WebDataset export folder holds .tar shards")
-        provenance = _read_marker(path / MARKER)
-        if provenance is None:
-            raise ConfigError(f"{path} is not a pairsift WebDataset export (no {MARKER}): the "
-                              "trainer needs its sample count")
-        return ExportInfo("webdataset", "::".join(map(str, shards)), provenance["exported"],
-                          provenance)
+        return ExportInfo("webdataset", "::".join(map(str, shards)), path / MARKER,
+                          read_marker(path))
     if path.suffix.lower() not in (".csv", ".tsv"):
         raise ConfigError(f"{path}: train reads an open_clip CSV export or a WebDataset folder")
-    with open(path, encoding="utf-8") as f:
-        samples = sum(1 for _ in f) - 1
-    return ExportInfo("csv", str(path), samples,
-                      _read_marker(path.with_name(f"{path.stem}_images") / MARKER))
-
-
-def _read_marker(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    images = path.with_name(f"{path.stem}_images")
+    return ExportInfo("csv", str(path), images / MARKER, read_marker(images))
 
 
 def trainer_args(info: ExportInfo, run: Path, arch: str, *, epochs: int, batch_size: int,

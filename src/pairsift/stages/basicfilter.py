@@ -55,6 +55,14 @@ def caption_signals(captions: list[str | None], identifier: Any) -> pa.Table:
     }, schema=SIGNAL_SCHEMA)
 
 
+def language_signals(part: PartData) -> dict[str, np.ndarray]:
+    """The part's ``language`` signals as arrays named like :func:`basic_filter_reasons`'s
+    arguments (``language`` an object array, None without a caption)."""
+    signals = part.signal(LANGUAGE, SIGNAL_SCHEMA.names)
+    return {name: signals.column(name).to_numpy(zero_copy_only=False)
+            for name in SIGNAL_SCHEMA.names}
+
+
 def basic_filter_reasons(language: np.ndarray, language_score: np.ndarray,
                          n_words: np.ndarray, n_chars: np.ndarray, width: np.ndarray,
                          height: np.ndarray, *, keep_language: str = "en",
@@ -145,23 +153,17 @@ class FilterBasic(DecideStage):
         return Counter()
 
     def decide(self, part: PartData, counts: Counter) -> Decisions:
-        signals = part.signal(LANGUAGE)
-        width = part.column("width").to_numpy()
-        height = part.column("height").to_numpy()
-        language = signals.column("language").to_numpy(zero_copy_only=False)
-        score = signals.column("language_score").to_numpy(zero_copy_only=False)
-        n_words = signals.column("n_words").to_numpy()
-        n_chars = signals.column("n_chars").to_numpy()
+        caption = language_signals(part)
+        size = {"width": part.column("width").to_numpy(),
+                "height": part.column("height").to_numpy()}
         reasons = basic_filter_reasons(
-            language, score, n_words, n_chars, width, height,
+            **caption, **size,
             keep_language=self["language"], min_language_score=self["min_language_score"],
             min_words=self["min_words"], min_chars=self["min_chars"],
             min_side=self["min_side"], max_aspect=self["max_aspect"])
         drop = reasons != ""
         counts.update(reasons[drop].tolist())
-        return Decisions(drop, reasons, {
-            "language": language, "language_score": score, "n_words": n_words,
-            "n_chars": n_chars, "width": width, "height": height})
+        return Decisions(drop, reasons, {**caption, **size})
 
     def summarize(self, data: Collection, counts: Counter) -> dict[str, Any]:
         return {"by_reason": {r: counts[r] for r in REASONS if counts[r]}}

@@ -32,7 +32,7 @@ nearly always even (the median split gives every hash 32 ones), so 4 and 5 diffe
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from math import comb, expm1
 from typing import Any
@@ -49,7 +49,7 @@ from scipy.sparse.csgraph import connected_components
 from ..engine.views import Collection, PartData
 from ..io.images import decode_image
 from ..params import Param
-from ..stage import Decisions, GlobalStage, MapStage, PartOutput, Sample, register
+from ..stage import Decisions, Dependencies, GlobalStage, MapStage, PartOutput, Sample, register
 from ..uids import UID_DTYPE, uid_codes, uid_strings
 from .keep import earlier_dedup, excluded, keep_rank
 
@@ -422,7 +422,7 @@ class _HashDedup(GlobalStage):
 
     requires = ("hashes",)
 
-    def dependencies(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def dependencies(self, present: Container[str] = ()) -> Dependencies:
         return self.requires, ("score", *earlier_dedup(self.name))
 
     def part_output(self, data: Collection, state: dict[str, np.ndarray],

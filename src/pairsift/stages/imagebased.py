@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Container
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,8 @@ from ..engine.views import Collection, PartData, embedded_rows
 from ..errors import ConfigError
 from ..io.records import IMAGE_EXTENSIONS, image_files
 from ..params import Param
-from ..stage import DecideStage, Decisions, fail, register
-from .basicfilter import LANGUAGE, basic_filter_reasons
+from ..stage import DecideStage, Decisions, Dependencies, fail, register
+from .basicfilter import LANGUAGE, basic_filter_reasons, language_signals
 from .cluster import KMeansModel
 
 ASSIGN = ("dot", "l2")
@@ -134,7 +135,7 @@ class FilterImageBased(DecideStage):
         if not Path(self["reference"]).exists():
             fail(f"reference set {self['reference']} does not exist")
 
-    def dependencies(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def dependencies(self, present: Container[str] = ()) -> Dependencies:
         required = (*self.requires, *((LANGUAGE,) if self["caption_filter"] else ()),
                     *((CLIP_FILTER,) if self["intersect_clip_score"] else ()))
         return required, self.uses
@@ -183,14 +184,10 @@ class FilterImageBased(DecideStage):
     def caption_reasons(part: PartData) -> np.ndarray:
         """DataComp's caption filter of the image-based baseline: English, more than one
         token, more than 5 characters (no image-size rule)."""
-        signals = part.signal(LANGUAGE)
-        n = signals.num_rows
-        return basic_filter_reasons(
-            signals.column("language").to_numpy(zero_copy_only=False),
-            signals.column("language_score").to_numpy(zero_copy_only=False),
-            signals.column("n_words").to_numpy(), signals.column("n_chars").to_numpy(),
-            np.ones(n), np.ones(n), min_words=2, min_chars=6, min_side=0,
-            max_aspect=np.inf)
+        caption = language_signals(part)
+        ones = np.ones(len(caption["language"]))
+        return basic_filter_reasons(**caption, width=ones, height=ones, min_words=2,
+                                    min_chars=6, min_side=0, max_aspect=np.inf)
 
     def summarize(self, data: Collection, state: dict[str, Any]) -> dict[str, Any]:
         counts = state["counts"]

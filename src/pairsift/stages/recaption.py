@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Container
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from ..io.images import decode_image
 from ..models import load_encoder, model_slug
 from ..models.captioners import LABELS, Decoding, check_name, load_captioner
 from ..params import Param
-from ..stage import MapStage, PartOutput, Sample, fail, register
+from ..stage import Dependencies, MapStage, PartOutput, Sample, fail, register
 from .embed import DRAFT_SIZE, embed_texts
 from .score import clip_scores
 
@@ -85,7 +86,7 @@ class Recaption(MapStage):
             fail("recaption: greedy decoding (temperature 0) gives one caption; use n=1 or a "
                  "temperature above 0")
 
-    def dependencies(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def dependencies(self, present: Container[str] = ()) -> Dependencies:
         """Only ``labels`` quotes the spotted text, so only it depends on ``parrot spot``."""
         return (), self.uses if self["captioner"] == LABELS else ()
 

@@ -9,7 +9,7 @@ of NeMo's `X @ X[s:e].T`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,13 +22,12 @@ from ..engine.views import Collection
 from ..errors import ConfigError, WorkspaceError
 from ..lazy import lazy
 from ..params import Param
-from ..stage import Decisions, GlobalStage, PartOutput, fail, register
+from ..stage import Decisions, Dependencies, GlobalStage, PartOutput, fail, register
 from ..uids import uid_strings
 from .cluster import Device, cluster_members, float_tensor, unit_rows
 from .hashdedup import dihedral_distance, read_hashes
 from .keep import earlier_dedup, excluded, index_dtype, keep_rank
-from .parrot import SPOT
-from .textguard import DETECT, text_guard_veto
+from .textguard import text_guard_input, text_guard_veto
 
 torch = lazy("torch")  # imported on first use: the CLI starts without torch
 
@@ -335,7 +334,7 @@ class ClusterDedup(GlobalStage):
     reads_embeddings = True
     reason = "semantic_duplicate_of"
 
-    def dependencies(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def dependencies(self, present: Container[str] = ()) -> Dependencies:
         quality = ("score",) if self.options.get("order") == "quality" else ()
         return self.requires, (*quality, *earlier_dedup(self.name))
 
@@ -419,11 +418,11 @@ class DedupSemantic(ClusterDedup):
         if self["rank_by"] is not None and self["order"] == "quality":
             fail("dedup-semantic: order 'quality' is a ranking of its own; drop rank_by")
 
-    def dependencies(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        required, optional = super().dependencies()
+    def dependencies(self, present: Container[str] = ()) -> Dependencies:
+        required, optional = super().dependencies(present)
         hashes = ("hashes",) if self["max_phash"] is not None else ()
-        text = (DETECT,) if self["text_guard"] else ()
-        return (*required, *hashes, *text), (*optional, *((SPOT,) if text else ()))
+        text = (text_guard_input(present),) if self["text_guard"] else ()
+        return (*required, *hashes, *text), optional
 
     def extra_inputs(self, ws: Any) -> dict[str, Any]:
         inputs = super().extra_inputs(ws)

@@ -7,7 +7,7 @@ where text is (rapidocr's detector alone, no recognition: ~0.1 s an image on 2 c
 embedding alone:
 
 - when ``parrot-spot`` has run, its words decide: two images whose spotted words differ are
-  not duplicates (same words: the embedding decides);
+  not duplicates (same words: the embedding decides); text-detect is then not run;
 - otherwise two images that both have text over ``TEXT_GUARD_AREA`` of their surface are not
   semantic duplicates; their copies are left to the hash stages, which compare pixels.
 
@@ -17,6 +17,7 @@ keeps those pairs too, which costs recall on them, never precision.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,12 @@ class TextDetect(MapStage):
     def assemble(self, part: PartData, results: list[float | None] | None) -> PartOutput:
         return PartOutput(signals=pa.table({"text_area": pa.array(results or [],
                                                                   pa.float32())}))
+
+
+def text_guard_input(present: Container[str]) -> str:
+    """The stage the guard reads: parrot-spot when it has run (its words decide every pair,
+    so the detector is not run), else text-detect."""
+    return SPOT if SPOT in present else DETECT
 
 
 def text_guard_veto(data: Collection, a: np.ndarray, b: np.ndarray) -> np.ndarray:

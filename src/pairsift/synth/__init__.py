@@ -36,7 +36,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .layouts import Placed, write_folder, write_parquet, write_webdataset
+from .layouts import Placed, new_folder, write_folder, write_parquet, write_webdataset
 from .photos import PHOTOS, Photo
 from .plan import (
     CORRUPTIONS,
@@ -133,10 +133,7 @@ def make_corpus(out_dir: str | Path, config: SynthConfig | None = None, *,
     config = config or SynthConfig()
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
-    root = Path(out_dir)
-    if root.exists() and any(root.iterdir()):
-        raise ValueError(f"{root} is not empty; choose a new directory for the corpus")
-    root.mkdir(parents=True, exist_ok=True)
+    root = new_folder(out_dir, "the corpus")
     specs = make_plan(config)
     facts: list[_Facts] = []
     items = _rendered(specs, facts, max(1, workers))

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 from scipy.ndimage import gaussian_filter
 
+from .layouts import new_folder
 from .photos import PHOTOS, Photo, photo_pixels
 from .render import encode
 from .text import FONTS, VOCABULARY, TextPlan, draw_words
@@ -95,10 +96,8 @@ def make_dedup_corpus(out_dir: str | Path, seed: int = 0, *, scale: float = 1.0,
     unknown = set(families) - set(FAMILIES)
     if unknown:
         raise ValueError(f"unknown families {sorted(unknown)}; choose from {FAMILIES}")
-    root = Path(out_dir)
-    if root.exists() and any(root.iterdir()):
-        raise ValueError(f"{root} is not empty; choose a new directory for the corpus")
-    (root / "images").mkdir(parents=True)
+    root = new_folder(out_dir, "the corpus")
+    (root / "images").mkdir()
     rng = np.random.default_rng(seed)
     originals = [o for o in _originals(rng, scale) if o.family in families]
     copies = _copies(rng, originals, round(_COPIES_PER_ORIGINAL * len(originals)))

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .layouts import new_folder
 from .photos import PHOTOS, Photo, photo_pixels
 
 # Phrasings absent from every caption the corpora write (photo captions and parrot templates).
@@ -60,9 +61,7 @@ class EvalSet:
 def make_eval_set(out_dir: str | Path, config: EvalSetConfig | None = None) -> EvalSet:
     """Write the evaluation set into ``out_dir`` (absent or empty)."""
     config = config or EvalSetConfig()
-    root = Path(out_dir)
-    if root.exists() and any(root.iterdir()):
-        raise ValueError(f"{root} is not empty; choose a new directory for the evaluation set")
+    root = new_folder(out_dir, "the evaluation set")
     rng = np.random.default_rng([_STREAM, config.seed])
     photos = [p for p in PHOTOS if p.crops]
     retrieval, labels = [], []

@@ -47,6 +47,16 @@ class Placed:
     container: str | None  # file, shard or parquet holding it (relative to the corpus root)
 
 
+def new_folder(out_dir: str | Path, what: str) -> Path:
+    """``out_dir``, created, for a generator to write ``what`` into: absent or empty, so no
+    stale file can join what it writes."""
+    root = Path(out_dir)
+    if root.exists() and any(root.iterdir()):
+        raise ValueError(f"{root} is not empty; choose a new directory for {what}")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
 def write_folder(root: Path, items: Iterable[Item], with_uids: bool) -> list[Placed]:
     """``images/<name>`` plus ``captions.csv`` (file, caption[, uid]): a sample with no
     caption has no row, a missing image has a row but no file."""
