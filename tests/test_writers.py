@@ -85,3 +85,14 @@ def test_openclip_csv_is_tab_separated(tmp_path):
     rows = list(csv.DictReader(io.StringIO(out.read_text()), delimiter="\t"))
     assert rows[0]["title"] == 'tab here "quoted"'
     assert Path(rows[0]["filepath"]).read_bytes() == b"\xff\xd8x"
+
+
+def test_openclip_csv_keeps_each_title_on_one_line(tmp_path):
+    from pairsift.io.writers import write_openclip_csv
+
+    s = _sample("a" * 32, "k", b"\xff\xd8x")
+    s.caption = "one\r\ntwo\rthree\u2028four\x85five"
+    out = tmp_path / "train.csv"
+    write_openclip_csv([s], out, tmp_path / "images")
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2 and lines[1].endswith("\tone  two three four five")

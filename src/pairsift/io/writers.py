@@ -114,6 +114,10 @@ def _write_shard(batch: list[ExportSample], out: Path, sizes: dict[str, int],
     sizes[name] = len(batch)
 
 
+# a title stays on one line of the file: line-based tools (wc -l, split, head) read it too
+ONE_LINE = str.maketrans({c: " " for c in "\t\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"})
+
+
 def write_openclip_csv(samples: Iterable[ExportSample], out: Path, image_dir: Path,
                        image_dir_final: Path | None = None,
                        sources: bool = False) -> tuple[int, Counter]:
@@ -133,7 +137,7 @@ def write_openclip_csv(samples: Iterable[ExportSample], out: Path, image_dir: Pa
         writer = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL)
         writer.writerow(["filepath", "title", *(["caption_source"] if sources else [])])
         for s in samples:
-            title = (s.caption or "").replace("\t", " ").replace("\n", " ")
+            title = (s.caption or "").translate(ONE_LINE)
             if title in PANDAS_NA:
                 left_out["caption_reads_as_nan"] += 1
                 continue
