@@ -35,12 +35,14 @@ from pairsift.synth.tiled import MODEL, tiled_workspace
 METRICS = ("recall@1", "recall@5", "recall@10", "mAP", "overlap", "auc", "ece")
 
 
-def group_corpus(originals: int, per: int) -> Path:
-    root = WORK / f"arcface-corpus-{originals}x{per}"
+def group_corpus(originals: int, per: int, seed: int = 0) -> Path:
+    """The generator's corpus of ``originals`` groups of 1 + ``per``; ``seed`` draws another
+    corpus (other crops of the photos)."""
+    root = WORK / (f"arcface-corpus-{originals}x{per}" + (f"-seed{seed}" if seed else ""))
     if not (root / "truth.parquet").exists():
         shutil.rmtree(root, ignore_errors=True)
         make_corpus(root, SynthConfig(
-            originals=originals, exact_duplicates=0, near_duplicates=originals * per,
+            seed=seed, originals=originals, exact_duplicates=0, near_duplicates=originals * per,
             mismatched=0, rendered_text=0, corrupt=0, missing_captions=0, missing_images=0),
             layout="folder")
     return root

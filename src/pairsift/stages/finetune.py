@@ -66,6 +66,14 @@ class Finetune(GlobalStage):
         Param("patience", int, 5, "Epochs without improvement before stopping.", low=1),
         Param("batch_size", int, 128, "Samples per step.", low=2),
         Param("lr", float, 5e-3, "AdamW learning rate.", low=0, closed="neither"),
+        Param("weight_decay", float, 0.01, "AdamW weight decay.", low=0),
+        Param("init", str, "random", "Start of the head: 'pca' (the top principal directions "
+                                     "of the standardised training embeddings, class weights "
+                                     "at the identities' means) or 'random'.",
+              choices=("pca", "random")),
+        Param("select", str, "recall@1", "Validation score that picks the epoch (ties: the "
+                                         "higher mAP); the initial head is epoch 0.",
+              choices=arcface.SELECT),
         Param("holdout", float, 0.2, "Share of the identities held out (half validation, "
                                      "half test).", low=0, high=1, closed="neither"),
         Param("seed", int, 0, "Split and training seed."),
@@ -112,7 +120,7 @@ class Finetune(GlobalStage):
         y = {s: np.unique(codes[r], return_inverse=True)[1] for s, r in rows.items()}
         config = arcface.HeadConfig(**{k: self[k] for k in (
             "dim", "margin", "scale", "hidden", "epochs", "patience", "batch_size", "lr",
-            "seed")})
+            "weight_decay", "init", "select", "seed")})
         with torch_threads(self["threads"]):
             trained = arcface.train_head(x["train"], y["train"], x["validation"],
                                          y["validation"], config)
