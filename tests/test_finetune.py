@@ -96,7 +96,7 @@ def test_folded_head_computes_what_the_torch_head_computes(hidden):
     for _ in range(3):  # give BatchNorm running statistics that are not the identity
         head(torch.from_numpy(x * 3 + 1))
     weights, biases = arcface.fold(head)
-    folded = spaces.Head(tuple(weights), tuple(biases), {"base": "visual"})
+    folded = arcface.Head(tuple(weights), tuple(biases), {"base": "visual"})
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
     np.testing.assert_allclose(folded.apply(x), arcface.apply(head, unit), atol=1e-5)
     assert not folded.apply(np.zeros((2, 12), np.float32)).any()  # no embedding stays none

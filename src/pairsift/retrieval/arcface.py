@@ -16,9 +16,12 @@ the same-identity samples in the full ranking. Queries run in blocks, so no n x 
 from __future__ import annotations
 
 import copy
+import hashlib
+import io
+import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,6 +213,74 @@ def fold(head: torch.nn.Sequential) -> tuple[list[np.ndarray], list[np.ndarray]]
     biases = [linears[0].bias.detach().numpy() + first @ shift]
     biases += [m.bias.detach().numpy() for m in linears[1:]]
     return ([w.astype(np.float32) for w in weights], [b.astype(np.float32) for b in biases])
+
+
+# -- the head as stored -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Head:
+    """A trained head folded into affine layers (eval-mode BatchNorm is affine, so it merges
+    into the next Linear): ``x -> W_k(... relu(W_0 x + b_0) ...) + b_k``, then L2-normalised.
+    Applied in numpy: reading a head's space needs no torch."""
+
+    weights: tuple[np.ndarray, ...]  # (out, in) float32 each
+    biases: tuple[np.ndarray, ...]
+    record: dict[str, Any]  # config, model, base space, identities, metrics
+    digest: str = ""  # of its stored bytes
+
+    @property
+    def base(self) -> str:
+        return self.record["base"]
+
+    @property
+    def dim(self) -> int:
+        return int(self.weights[-1].shape[0])
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Unit rows in the head's space; rows without an embedding (all zeros) stay zero."""
+        x = np.asarray(x, np.float32)
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        valid = (norms[:, 0] > 0) & np.isfinite(norms[:, 0])
+        h = np.where(valid[:, None], x / np.maximum(norms, 1e-12), 0).astype(np.float32)
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = h @ w.T + b
+            if i < len(self.weights) - 1:
+                np.maximum(h, 0, out=h)
+        h /= np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12)
+        h[~valid] = 0
+        return h
+
+
+def folded_head(head: torch.nn.Sequential, record: dict[str, Any]) -> Head:
+    weights, biases = fold(head)
+    return Head(tuple(weights), tuple(biases), record)
+
+
+def head_arrays(head: Head) -> dict[str, np.ndarray]:
+    """The stored layout of a head: ``w0``, ``b0``, ... (float32) and ``record`` (JSON)."""
+    arrays = {f"w{i}": w for i, w in enumerate(head.weights)}
+    arrays |= {f"b{i}": b for i, b in enumerate(head.biases)}
+    return arrays | {"record": np.array(json.dumps(head.record, sort_keys=True))}
+
+
+def head_from_arrays(arrays: Mapping[str, np.ndarray], digest: str = "") -> Head:
+    layers = sum(1 for k in arrays if k.startswith("w"))
+    return Head(tuple(np.asarray(arrays[f"w{i}"], np.float32) for i in range(layers)),
+                tuple(np.asarray(arrays[f"b{i}"], np.float32) for i in range(layers)),
+                json.loads(str(arrays["record"])), digest)
+
+
+def head_bytes(head: Head) -> bytes:
+    """The head as an .npz file's bytes (no pickle)."""
+    out = io.BytesIO()
+    np.savez(out, **head_arrays(head))
+    return out.getvalue()
+
+
+def head_from_bytes(blob: bytes) -> Head:
+    """A head from :func:`head_bytes`'s bytes, its digest theirs."""
+    with np.load(io.BytesIO(blob), allow_pickle=False) as stored:
+        arrays = {k: stored[k] for k in stored.files}
+    return head_from_arrays(arrays, hashlib.sha256(blob).hexdigest()[:16])
 
 
 # -- evaluation ---------------------------------------------------------------------------------

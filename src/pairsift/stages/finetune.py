@@ -10,7 +10,6 @@ the before/after figures are measured on them. Each sample's share is stored as 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -124,7 +123,6 @@ class Finetune(GlobalStage):
         with torch_threads(self["threads"]):
             trained = arcface.train_head(x["train"], y["train"], x["validation"],
                                          y["validation"], config)
-        weights, biases = arcface.fold(trained.head)
         before = arcface.evaluate_space(x["test"], y["test"], self["seed"])
         after = arcface.evaluate_space(arcface.apply(trained.head, x["test"]), y["test"],
                                        self["seed"])
@@ -136,20 +134,16 @@ class Finetune(GlobalStage):
             "split_samples": {s: int(len(r)) for s, r in rows.items()},
             "before": before.metrics, "after": after.metrics, "history": trained.history,
             "best_epoch": trained.best_epoch, "train_seconds": round(trained.seconds, 3)}
-        arrays = {f"w{i}": w for i, w in enumerate(weights)}
-        arrays |= {f"b{i}": b for i, b in enumerate(biases)}
-        return arrays | {"record": np.array(json.dumps(record)), "split": split,
-                         "before_same": before.same, "before_different": before.different,
-                         "after_same": after.same, "after_different": after.different}
+        head = arcface.folded_head(trained.head, record)
+        return arcface.head_arrays(head) | {
+            "split": split, "before_same": before.same, "before_different": before.different,
+            "after_same": after.same, "after_different": after.different}
 
     def combine(self, data: Collection, results: Any) -> dict[str, Any]:
         result = next(iter(results))
-        layers = sum(1 for k in result if k.startswith("w"))
-        record = json.loads(str(result["record"]))
-        head = spaces.Head(tuple(result[f"w{i}"] for i in range(layers)),
-                           tuple(result[f"b{i}"] for i in range(layers)), record)
+        head = arcface.head_from_arrays(result)
         name = self["name"]
-        before, after = (arcface.SpaceEvaluation(record[k], result[f"{k}_same"],
+        before, after = (arcface.SpaceEvaluation(head.record[k], result[f"{k}_same"],
                                                  result[f"{k}_different"])
                          for k in ("before", "after"))
         saved = data.save_head(name, head, {".png": lambda path: arcface.plot_scores(
