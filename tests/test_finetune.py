@@ -120,12 +120,13 @@ def l2(a: np.ndarray) -> np.ndarray:
     return a / np.linalg.norm(a, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("select", arcface.SELECT)
-def test_the_kept_epoch_has_the_best_validation_score_epoch_0_included(select):
+@pytest.mark.parametrize(("select", "init"), [(s, "pca") for s in arcface.SELECT]
+                         + [("recall@1", "random")])
+def test_the_kept_epoch_has_the_best_validation_score_epoch_0_included(select, init):
     x, label = identity_embeddings()
     train, val = label < 40, label >= 40
     config = arcface.HeadConfig(dim=8, epochs=6, patience=6, batch_size=32, lr=0.02,
-                                init="pca", select=select)
+                                init=init, select=select)
     trained = arcface.train_head(x[train], label[train], x[val], label[val], config)
     history = trained.history
     assert [h["epoch"] for h in history] == list(range(7))

@@ -54,7 +54,7 @@ class HeadConfig:
     batch_size: int = 128
     lr: float = 5e-3
     weight_decay: float = 0.01
-    init: str = "random"  # or "pca": the training embeddings' principal directions
+    init: str = "pca"  # the training embeddings' principal directions, or "random"
     select: str = "recall@1"  # validation score of an epoch (SELECT); ties: the higher mAP
     seed: int = 0
 

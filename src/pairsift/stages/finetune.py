@@ -66,7 +66,7 @@ class Finetune(GlobalStage):
         Param("batch_size", int, 128, "Samples per step.", low=2),
         Param("lr", float, 5e-3, "AdamW learning rate.", low=0, closed="neither"),
         Param("weight_decay", float, 0.01, "AdamW weight decay.", low=0),
-        Param("init", str, "random", "Start of the head: 'pca' (the top principal directions "
+        Param("init", str, "pca", "Start of the head: 'pca' (the top principal directions "
                                      "of the standardised training embeddings, class weights "
                                      "at the identities' means) or 'random'.",
               choices=("pca", "random")),
@@ -160,7 +160,7 @@ class Finetune(GlobalStage):
         path = spaces.head_path(data.ws, name)
         keep = ("identities", "split_samples", "before", "after", "best_epoch", "train_seconds")
         return {"head": name, "space": spaces.head_space(head.base, name),
-                "digest": head.digest, "path": str(path),
+                "digest": head.digest, "path": str(path), "select": self["select"],
                 "plot": str(path.with_suffix(".png")),
                 **{k: head.record[k] for k in keep}}
 
