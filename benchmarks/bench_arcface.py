@@ -17,6 +17,7 @@ model's visual width) in 1,000 identities, on ``--threads`` torch threads, every
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import time
 from pathlib import Path
@@ -75,7 +76,7 @@ def part1(args: argparse.Namespace) -> None:
     for seed in args.seeds:
         s = pairsift.finetune(ws, labels=table, label_column="group", holdout=args.holdout,
                               seed=seed, name=f"groups-{seed}", threads=args.threads,
-                              progress=False)
+                              progress=False, **json.loads(args.options))
         rows.append(s)
         print(f"seed {seed}: {s.identities} identities, {s.split_samples} samples, best epoch "
               f"{s.best_epoch}, {s.train_seconds:.1f} s")
@@ -125,6 +126,8 @@ def main() -> None:
     parser.add_argument("--holdout", type=float, default=0.4)
     parser.add_argument("--seeds", type=int, nargs="+", default=[100, 101, 102],
                         help="split and training seeds (100-102: never used in tuning)")
+    parser.add_argument("--options", default="{}",
+                        help='finetune options as JSON, e.g. \'{"init": "random"}\'')
     parser.add_argument("--labelled", type=int, default=10_000)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
