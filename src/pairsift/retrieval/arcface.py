@@ -90,6 +90,7 @@ def train_head(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarra
     """Train on unit rows ``x`` with identity codes ``y`` (0..C-1); keep the epoch with the
     best ``config.select`` score on the validation identities (disjoint from ``y``'s). The
     initial head is epoch 0 and a candidate too: training must beat where it started."""
+    start = time.perf_counter()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     head = build_head(x.shape[1], config)
@@ -100,7 +101,6 @@ def train_head(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarra
     xt, yt = torch.from_numpy(np.ascontiguousarray(x, np.float32)), torch.from_numpy(y)
     validation = Validation(x_val, y_val, config.seed)
     out = Training(head)
-    start = time.perf_counter()
     best, best_state, stale = None, None, 0
     for epoch in range(config.epochs + 1):
         loss = (_train_epoch(head, loss_fn, optimizer, xt, yt, rng, config.batch_size)
