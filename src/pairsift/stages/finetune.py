@@ -3,8 +3,9 @@ the workspace as the space ``BASE+arcface:NAME`` (retrieval/arcface.py, spaces.p
 
 Open-set split: the labelled *identities* are shuffled with the seed and ``holdout`` of them
 are held out; half of those (validation) only choose the epoch (early stopping on their
-recall@1), the other half (test) are never seen by training or by the choice of epoch, and
-the before/after figures are measured on them. Each sample's share is stored as the signal
+recall@1, ties by mAP, or on ``select``; the initial head is epoch 0), the other half (test)
+are never seen by training or by the choice of epoch, and the before/after figures are
+measured on them. Each sample's share is stored as the signal
 ``arcface_split`` (train, validation, test, or null when it has no label).
 """
 
