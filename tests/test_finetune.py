@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -157,10 +158,12 @@ def test_a_head_round_trips_through_its_stored_bytes():
                         {"base": "visual", "model": "m", "nested": {"a": [1, 2]}})
     blob = arcface.head_bytes(head)
     back = arcface.head_from_bytes(blob)
-    assert back.record == head.record and back.digest == arcface.head_from_bytes(blob).digest
+    assert back.record == head.record and len(back.digest) == 16
+    assert back.digest == hashlib.sha256(blob).hexdigest()[:16]  # names the stored bytes
     np.testing.assert_array_equal(back.weights[0], head.weights[0])
     np.testing.assert_array_equal(back.biases[0], head.biases[0])
-    assert arcface.head_bytes(back) == blob  # the digest names the content
+    np.testing.assert_array_equal(back.apply(np.eye(5, dtype=np.float32)),
+                                  head.apply(np.eye(5, dtype=np.float32)))
 
 
 def test_retrieval_metrics_on_a_hand_made_ranking():

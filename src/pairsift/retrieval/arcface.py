@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -263,7 +264,8 @@ def head_arrays(head: Head) -> dict[str, np.ndarray]:
 
 
 def head_from_arrays(arrays: Mapping[str, np.ndarray], digest: str = "") -> Head:
-    layers = sum(1 for k in arrays if k.startswith("w"))
+    """The head in :func:`head_arrays`'s layout (other keys are ignored)."""
+    layers = sum(1 for k in arrays if re.fullmatch(r"w\d+", k))
     return Head(tuple(np.asarray(arrays[f"w{i}"], np.float32) for i in range(layers)),
                 tuple(np.asarray(arrays[f"b{i}"], np.float32) for i in range(layers)),
                 json.loads(str(arrays["record"])), digest)
