@@ -10,7 +10,7 @@ training identities, and the script prints, per seed and averaged, the judge hal
 recall@1, mAP, score overlap and ROC AUC, before (the encoder's space) and after.
 
     nice -n 5 python benchmarks/tune_arcface.py --seeds 20 21 22 23 \\
-        --grid '{}' '{"init": "pca"}' '{"scale": 8, "margin": 0.2}'
+        --grid '{"init": "random"}' '{}' '{"scale": 8, "margin": 0.2}'
 """
 
 from __future__ import annotations
