@@ -11,12 +11,13 @@ another split and initialisation).
 Part 2: training time of ``finetune`` on 10,000 labelled 1280-d embeddings (the default
 model's visual width) in 1,000 identities, on ``--threads`` torch threads, every epoch run.
 
-    nice -n 5 python benchmarks/bench_arcface.py --originals 300 --per 5 --seeds 0 1 2
+    nice -n 5 python benchmarks/bench_arcface.py --part 1 --originals 300 --per 5
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import time
 from pathlib import Path
@@ -35,12 +36,14 @@ from pairsift.synth.tiled import MODEL, tiled_workspace
 METRICS = ("recall@1", "recall@5", "recall@10", "mAP", "overlap", "auc", "ece")
 
 
-def group_corpus(originals: int, per: int) -> Path:
-    root = WORK / f"arcface-corpus-{originals}x{per}"
+def group_corpus(originals: int, per: int, seed: int = 0) -> Path:
+    """The generator's corpus of ``originals`` groups of 1 + ``per``; ``seed`` draws another
+    corpus (other crops of the photos)."""
+    root = WORK / (f"arcface-corpus-{originals}x{per}" + (f"-seed{seed}" if seed else ""))
     if not (root / "truth.parquet").exists():
         shutil.rmtree(root, ignore_errors=True)
         make_corpus(root, SynthConfig(
-            originals=originals, exact_duplicates=0, near_duplicates=originals * per,
+            seed=seed, originals=originals, exact_duplicates=0, near_duplicates=originals * per,
             mismatched=0, rendered_text=0, corrupt=0, missing_captions=0, missing_images=0),
             layout="folder")
     return root
@@ -66,14 +69,14 @@ def labels(corpus: Path) -> Path:
 
 
 def part1(args: argparse.Namespace) -> None:
-    corpus = group_corpus(args.originals, args.per)
+    corpus = group_corpus(args.originals, args.per, args.corpus_seed)
     ws = embedded(corpus, args.threads)
     table = labels(corpus)
     rows = []
     for seed in args.seeds:
         s = pairsift.finetune(ws, labels=table, label_column="group", holdout=args.holdout,
                               seed=seed, name=f"groups-{seed}", threads=args.threads,
-                              progress=False)
+                              progress=False, **json.loads(args.options))
         rows.append(s)
         print(f"seed {seed}: {s.identities} identities, {s.split_samples} samples, best epoch "
               f"{s.best_epoch}, {s.train_seconds:.1f} s")
@@ -118,8 +121,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--originals", type=int, default=300)
     parser.add_argument("--per", type=int, default=5, help="near duplicates per original")
+    parser.add_argument("--corpus-seed", type=int, default=0,
+                        help="the generator's seed (tune_arcface.py tunes on seed 1)")
     parser.add_argument("--holdout", type=float, default=0.4)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[100, 101, 102],
+                        help="split and training seeds (100-102: never used in tuning)")
+    parser.add_argument("--options", default="{}",
+                        help='finetune options as JSON, e.g. \'{"init": "random"}\'')
     parser.add_argument("--labelled", type=int, default=10_000)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 
@@ -96,10 +97,73 @@ def test_folded_head_computes_what_the_torch_head_computes(hidden):
     for _ in range(3):  # give BatchNorm running statistics that are not the identity
         head(torch.from_numpy(x * 3 + 1))
     weights, biases = arcface.fold(head)
-    folded = spaces.Head(tuple(weights), tuple(biases), {"base": "visual"})
+    folded = arcface.Head(tuple(weights), tuple(biases), {"base": "visual"})
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
     np.testing.assert_allclose(folded.apply(x), arcface.apply(head, unit), atol=1e-5)
     assert not folded.apply(np.zeros((2, 12), np.float32)).any()  # no embedding stays none
+
+
+def test_pca_start_projects_on_the_principal_directions_and_centres_the_classes():
+    x, label = identity_embeddings()
+    config = arcface.HeadConfig(dim=4, init="pca")
+    head = arcface.build_head(DIM, config)
+    loss_fn = arcface.arcface_loss(IDENTITIES, config)
+    arcface.start_from_data(head, loss_fn, x, label, config.init)
+    z = (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + 1e-5)
+    top = np.linalg.svd(z, full_matrices=False)[2][:4]
+    np.testing.assert_allclose(np.abs(arcface.apply(head, x).T @ np.eye(len(x))),
+                               np.abs(l2(z @ top.T).T), atol=1e-4)
+    centres = l2(np.stack([l2(z @ top.T)[label == c].mean(axis=0) for c in range(IDENTITIES)]))
+    np.testing.assert_allclose(loss_fn.W.detach().numpy().T, centres, atol=1e-4)
+
+
+def l2(a: np.ndarray) -> np.ndarray:
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(("select", "init"), [(s, "pca") for s in arcface.SELECT]
+                         + [("recall@1", "random")])
+def test_the_kept_epoch_has_the_best_validation_score_epoch_0_included(select, init):
+    x, label = identity_embeddings()
+    train, val = label < 40, label >= 40
+    config = arcface.HeadConfig(dim=8, epochs=6, patience=6, batch_size=32, lr=0.02,
+                                init=init, select=select)
+    trained = arcface.train_head(x[train], label[train], x[val], label[val], config)
+    history = trained.history
+    assert [h["epoch"] for h in history] == list(range(7))
+    sign = -1 if select == "overlap" else 1
+    ranks = [(sign * h[f"val_{select}"], h["val_mAP"]) for h in history]
+    assert trained.best_epoch == max(range(len(ranks)), key=lambda e: (ranks[e], -e))
+    kept = arcface.Validation(x[val], label[val], config.seed).scores(trained.head)
+    assert kept == {k[4:]: v for k, v in history[trained.best_epoch].items() if k[:4] == "val_"}
+
+
+def test_training_must_beat_the_initial_head_to_be_kept():
+    x, label = identity_embeddings()
+    # validation identities of identical copies: every head retrieves them perfectly, so no
+    # epoch beats epoch 0, the initial head, and the earliest of equals is kept
+    first = np.unique(label[label >= 40], return_index=True)[1]
+    x_val = np.repeat(x[label >= 40][first], 3, axis=0)
+    y_val = np.repeat(np.arange(len(first)), 3)
+    config = arcface.HeadConfig(dim=8, epochs=3, patience=3, init="pca")
+    trained = arcface.train_head(x[label < 40], label[label < 40], x_val, y_val, config)
+    assert trained.history[0]["val_recall@1"] == trained.history[-1]["val_recall@1"] == 1
+    assert trained.best_epoch == 0
+
+
+def test_a_head_round_trips_through_its_stored_bytes():
+    rng = np.random.default_rng(0)
+    head = arcface.Head((rng.standard_normal((3, 5)).astype(np.float32),),
+                        (rng.standard_normal(3).astype(np.float32),),
+                        {"base": "visual", "model": "m", "nested": {"a": [1, 2]}})
+    blob = arcface.head_bytes(head)
+    back = arcface.head_from_bytes(blob)
+    assert back.record == head.record and len(back.digest) == 16
+    assert back.digest == hashlib.sha256(blob).hexdigest()[:16]  # names the stored bytes
+    np.testing.assert_array_equal(back.weights[0], head.weights[0])
+    np.testing.assert_array_equal(back.biases[0], head.biases[0])
+    np.testing.assert_array_equal(back.apply(np.eye(5, dtype=np.float32)),
+                                  head.apply(np.eye(5, dtype=np.float32)))
 
 
 def test_retrieval_metrics_on_a_hand_made_ranking():
@@ -149,6 +213,16 @@ def test_the_head_never_saw_the_test_identities(trained, tmp_path):
     for wa, wb in zip(a.weights + a.biases, b.weights + b.biases, strict=True):
         np.testing.assert_array_equal(wa, wb)
     assert second.after["recall@1"] != first.after["recall@1"]  # the test labels did change
+
+
+def test_the_workspace_stores_a_head_in_arcface_layout(trained):
+    root, _, _ = trained
+    ws = Workspace.open(root)
+    stored = arcface.head_from_bytes(spaces.head_path(ws, "ids").read_bytes())
+    loaded = spaces.load_head(ws, "ids")
+    assert stored.digest == loaded.digest and stored.record == loaded.record
+    for a, b in zip(stored.weights + stored.biases, loaded.weights + loaded.biases, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_head_space_is_usable_by_index_search_cluster_and_dedup(trained):

@@ -8,29 +8,26 @@ sample is the head applied to the stored ``BASE`` embedding, so nothing is re-en
 index, search, classify, calibrate, cluster and dedup accept a head's space without code of
 their own.
 
-A head is saved as one file, ``heads/NAME.npz`` (its affine layers and its record as JSON),
-written atomically, beside ``NAME.json`` (the same record, readable) and ``NAME.png`` (score
-distributions before and after). Derived embeddings are computed once per part and stored like
-the others, under a folder named after the head's digest, so a retrained head never serves
-embeddings or an index made by the one it replaced.
+A head is saved as one file, ``heads/NAME.npz`` (its affine layers and its record as JSON, in
+the layout :mod:`pairsift.retrieval.arcface` owns), written atomically, beside ``NAME.json``
+(the same record, readable) and ``NAME.png`` (score distributions before and after). Derived
+embeddings are computed once per part and stored like the others, under a folder named after
+the head's digest, so a retrained head never serves embeddings or an index made by the one it
+replaced.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from .errors import ConfigError, WorkspaceError
+from .retrieval.arcface import Head, head_bytes, head_from_bytes
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -68,40 +65,6 @@ def parse(space: str) -> tuple[str, str | None]:
     return match["base"], check_head_name(match["name"])
 
 
-@dataclass(frozen=True)
-class Head:
-    """A trained head folded into affine layers (eval-mode BatchNorm is affine, so it merges
-    into the next Linear): ``x -> W_k(... relu(W_0 x + b_0) ...) + b_k``, then L2-normalised.
-    Applied in numpy: reading a head's space needs no torch."""
-
-    weights: tuple[np.ndarray, ...]  # (out, in) float32 each
-    biases: tuple[np.ndarray, ...]
-    record: dict[str, Any]  # config, model, base space, identities, metrics
-    digest: str = ""
-
-    @property
-    def base(self) -> str:
-        return self.record["base"]
-
-    @property
-    def dim(self) -> int:
-        return int(self.weights[-1].shape[0])
-
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """Unit rows in the head's space; rows without an embedding (all zeros) stay zero."""
-        x = np.asarray(x, np.float32)
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
-        valid = (norms[:, 0] > 0) & np.isfinite(norms[:, 0])
-        h = np.where(valid[:, None], x / np.maximum(norms, 1e-12), 0).astype(np.float32)
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            h = h @ w.T + b
-            if i < len(self.weights) - 1:
-                np.maximum(h, 0, out=h)
-        h /= np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12)
-        h[~valid] = 0
-        return h
-
-
 def heads_dir(ws: Workspace) -> Path:
     return ws.root / "heads"
 
@@ -119,14 +82,7 @@ def save_head(ws: Workspace, name: str, head: Head,
 
     path = head_path(ws, name)
     old = load_head(ws, name) if path.exists() else None
-    arrays = {f"w{i}": w for i, w in enumerate(head.weights)}
-    arrays |= {f"b{i}": b for i, b in enumerate(head.biases)}
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, record=np.array(json.dumps(head.record, sort_keys=True)), **arrays)
-
-    atomic_write(path, write)
+    atomic_write(path, lambda tmp: tmp.write_bytes(head_bytes(head)))
     saved = load_head(ws, name)
     blob = json.dumps({"digest": saved.digest, **head.record}, indent=1, sort_keys=True)
     atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(blob))
@@ -153,13 +109,7 @@ def load_head(ws: Workspace, name: str) -> Head:
 @lru_cache(maxsize=16)
 def _read_head(path: str, mtime_ns: int, size: int) -> Head:
     """Read once per file version (the key holds its mtime and size)."""
-    blob = Path(path).read_bytes()
-    with np.load(io.BytesIO(blob), allow_pickle=False) as stored:
-        layers = sum(1 for k in stored.files if k.startswith("w"))
-        weights = tuple(np.asarray(stored[f"w{i}"], np.float32) for i in range(layers))
-        biases = tuple(np.asarray(stored[f"b{i}"], np.float32) for i in range(layers))
-        record = json.loads(str(stored["record"]))
-    return Head(weights, biases, record, hashlib.sha256(blob).hexdigest()[:16])
+    return head_from_bytes(Path(path).read_bytes())
 
 
 def storage_name(head: Head, name: str) -> str:

@@ -189,7 +189,9 @@ def _print_finetune(s: StageSummary) -> None:
         table.add_row(metric, f"{s.before[metric]:.3f}", f"{s.after[metric]:.3f}")
     console.print(table)
     console.print(f"trained on {s.identities['train']} identities ({s.split_samples['train']} "
-                  f"samples), best epoch {s.best_epoch} by recall@1 on "
+                  f"samples), best epoch {s.best_epoch}"
+                  f"{' (the initial head: no epoch beat it)' if s.best_epoch == 0 else ''} "
+                  f"by {s.select} on "
                   f"{s.identities['validation']} validation identities, "
                   f"{s.train_seconds:.1f} s{_cached(s)}\nhead {s.path}\nscore plot {s.plot}\n"
                   f"overlap: shared area of the same/different score histograms; ece: of "

@@ -16,9 +16,13 @@ the same-identity samples in the full ranking. Queries run in blocks, so no n x 
 from __future__ import annotations
 
 import copy
+import hashlib
+import io
+import json
 import math
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,9 @@ OVERLAP_BINS = 100  # histogram bins on [-1, 1] for the overlap coefficient
 PLOT_PAIRS = 20_000  # pairs per kind kept for the score plot
 
 
+SELECT = ("recall@1", "mAP", "overlap")  # what early stopping keeps the best epoch by
+
+
 @dataclass(frozen=True)
 class HeadConfig:
     dim: int = 256
@@ -44,9 +51,12 @@ class HeadConfig:
     scale: float = 30.0
     hidden: int | None = None  # a hidden layer (MLP head) instead of BatchNorm + Linear
     epochs: int = 30
-    patience: int = 5  # epochs without a better validation recall@1 before stopping
+    patience: int = 5  # epochs without a better validation score before stopping
     batch_size: int = 128
     lr: float = 5e-3
+    weight_decay: float = 0.01
+    init: str = "pca"  # the training embeddings' principal directions, or "random"
+    select: str = "recall@1"  # validation score of an epoch (SELECT); ties: the higher mAP
     seed: int = 0
 
 
@@ -79,31 +89,31 @@ def arcface_loss(num_classes: int, config: HeadConfig) -> Any:
 def train_head(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
                config: HeadConfig, log: Callable[[str], None] = lambda s: None) -> Training:
     """Train on unit rows ``x`` with identity codes ``y`` (0..C-1); keep the epoch with the
-    best recall@1 on the validation identities (disjoint from ``y``'s)."""
+    best ``config.select`` score on the validation identities (disjoint from ``y``'s). The
+    initial head is epoch 0 and a candidate too: training must beat where it started."""
+    start = time.perf_counter()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     head = build_head(x.shape[1], config)
     loss_fn = arcface_loss(int(y.max()) + 1, config)
-    optimizer = torch.optim.AdamW([*head.parameters(), *loss_fn.parameters()], lr=config.lr)
+    start_from_data(head, loss_fn, x, y, config.init)
+    optimizer = torch.optim.AdamW([*head.parameters(), *loss_fn.parameters()], lr=config.lr,
+                                  weight_decay=config.weight_decay)
     xt, yt = torch.from_numpy(np.ascontiguousarray(x, np.float32)), torch.from_numpy(y)
-    best, best_state, stale = -1.0, copy.deepcopy(head.state_dict()), 0
+    validation = Validation(x_val, y_val, config.seed)
     out = Training(head)
-    start = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
-        head.train()
-        losses = []
-        for rows in _batches(rng.permutation(len(x)), config.batch_size):
-            loss = loss_fn(head(xt[rows]), yt[rows])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-        recall = retrieval_metrics(apply(head, x_val), y_val, ks=(1,))["recall@1"]
-        out.history.append({"epoch": epoch, "loss": float(np.mean(losses)),
-                            "val_recall@1": recall})
-        log(f"epoch {epoch}: loss {np.mean(losses):.3f}, validation recall@1 {recall:.3f}")
-        if recall > best:
-            best, best_state, out.best_epoch, stale = recall, copy.deepcopy(
+    best, best_state, stale = None, None, 0
+    for epoch in range(config.epochs + 1):
+        loss = (_train_epoch(head, loss_fn, optimizer, xt, yt, rng, config.batch_size)
+                if epoch else float("nan"))
+        scores = validation.scores(head)
+        out.history.append({"epoch": epoch, "loss": loss,
+                            **{f"val_{k}": v for k, v in scores.items()}})
+        log(f"epoch {epoch}: loss {loss:.3f}, validation " + ", ".join(
+            f"{k} {v:.3f}" for k, v in scores.items()))
+        rank = _rank(scores, config.select)
+        if best is None or rank > best:
+            best, best_state, out.best_epoch, stale = rank, copy.deepcopy(
                 head.state_dict()), epoch, 0
         else:
             stale += 1
@@ -113,6 +123,65 @@ def train_head(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarra
     head.eval()
     out.seconds = time.perf_counter() - start
     return out
+
+
+def _train_epoch(head: Any, loss_fn: Any, optimizer: Any, xt: Any, yt: Any,
+                 rng: np.random.Generator, batch_size: int) -> float:
+    head.train()
+    losses = []
+    for rows in _batches(rng.permutation(len(xt)), batch_size):
+        loss = loss_fn(head(xt[rows]), yt[rows])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
+def _rank(scores: dict[str, float], select: str) -> tuple[float, ...]:
+    """Higher is better: the selected score, then mAP (recall@1 saturates and ties)."""
+    main = -scores["overlap"] if select == "overlap" else scores[select]
+    return (main, scores["mAP"])
+
+
+class Validation:
+    """The validation identities' recall@1, mAP and score overlap of a head; the pairs of
+    the overlap are drawn once, so epochs are compared on the same pairs."""
+
+    def __init__(self, x: np.ndarray, labels: np.ndarray, seed: int):
+        self.x, self.labels = x, labels
+        self.i, self.j, self.same, _ = cal.group_pairs(labels, np.random.default_rng(seed))
+
+    def scores(self, head: Any) -> dict[str, float]:
+        h = apply(head, self.x)
+        pair_scores = np.einsum("nd,nd->n", h[self.i], h[self.j])
+        return {**{k: v for k, v in retrieval_metrics(h, self.labels, ks=(1,)).items()
+                   if k != "queries"},
+                "overlap": overlap_coefficient(pair_scores[self.same],
+                                               pair_scores[~self.same])}
+
+
+def start_from_data(head: Any, loss_fn: Any, x: np.ndarray, y: np.ndarray, init: str) -> None:
+    """BatchNorm's running statistics set to the training embeddings' (so the initial head
+    in eval mode is what training starts from); with ``init="pca"`` the Linear also starts as
+    the projection on the top principal directions of the standardised training embeddings,
+    and each identity's class weight as its mean there: training starts from a retrieval
+    space (a PCA of the encoder's), not from a random projection and random classes."""
+    bn, linear = head[0], head[1]
+    mean, var = x.mean(axis=0), x.var(axis=0)
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.from_numpy(mean))
+        bn.running_var.copy_(torch.from_numpy(var))
+    if init == "random":
+        return
+    z = (x - mean) / np.sqrt(var + bn.eps)
+    directions = np.linalg.svd(z, full_matrices=False)[2][:linear.out_features]
+    with torch.no_grad():
+        linear.weight[:len(directions)] = torch.from_numpy(directions.astype(np.float32))
+        linear.bias.zero_()
+        h = torch.nn.functional.normalize(head.eval()(torch.from_numpy(x)), dim=1)
+        centres = torch.zeros(int(y.max()) + 1, h.shape[1]).index_add_(0, torch.from_numpy(y), h)
+        loss_fn.W.copy_(torch.nn.functional.normalize(centres, dim=1).T)
 
 
 def _batches(order: np.ndarray, size: int) -> list[np.ndarray]:
@@ -145,6 +214,75 @@ def fold(head: torch.nn.Sequential) -> tuple[list[np.ndarray], list[np.ndarray]]
     biases = [linears[0].bias.detach().numpy() + first @ shift]
     biases += [m.bias.detach().numpy() for m in linears[1:]]
     return ([w.astype(np.float32) for w in weights], [b.astype(np.float32) for b in biases])
+
+
+# -- the head as stored -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Head:
+    """A trained head folded into affine layers (eval-mode BatchNorm is affine, so it merges
+    into the next Linear): ``x -> W_k(... relu(W_0 x + b_0) ...) + b_k``, then L2-normalised.
+    Applied in numpy: reading a head's space needs no torch."""
+
+    weights: tuple[np.ndarray, ...]  # (out, in) float32 each
+    biases: tuple[np.ndarray, ...]
+    record: dict[str, Any]  # config, model, base space, identities, metrics
+    digest: str = ""  # of its stored bytes
+
+    @property
+    def base(self) -> str:
+        return self.record["base"]
+
+    @property
+    def dim(self) -> int:
+        return int(self.weights[-1].shape[0])
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Unit rows in the head's space; rows without an embedding (all zeros) stay zero."""
+        x = np.asarray(x, np.float32)
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        valid = (norms[:, 0] > 0) & np.isfinite(norms[:, 0])
+        h = np.where(valid[:, None], x / np.maximum(norms, 1e-12), 0).astype(np.float32)
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = h @ w.T + b
+            if i < len(self.weights) - 1:
+                np.maximum(h, 0, out=h)
+        h /= np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12)
+        h[~valid] = 0
+        return h
+
+
+def folded_head(head: torch.nn.Sequential, record: dict[str, Any]) -> Head:
+    weights, biases = fold(head)
+    return Head(tuple(weights), tuple(biases), record)
+
+
+def head_arrays(head: Head) -> dict[str, np.ndarray]:
+    """The stored layout of a head: ``w0``, ``b0``, ... (float32) and ``record`` (JSON)."""
+    arrays = {f"w{i}": w for i, w in enumerate(head.weights)}
+    arrays |= {f"b{i}": b for i, b in enumerate(head.biases)}
+    return arrays | {"record": np.array(json.dumps(head.record, sort_keys=True))}
+
+
+def head_from_arrays(arrays: Mapping[str, np.ndarray], digest: str = "") -> Head:
+    """The head in :func:`head_arrays`'s layout (other keys are ignored)."""
+    layers = sum(1 for k in arrays if re.fullmatch(r"w\d+", k))
+    return Head(tuple(np.asarray(arrays[f"w{i}"], np.float32) for i in range(layers)),
+                tuple(np.asarray(arrays[f"b{i}"], np.float32) for i in range(layers)),
+                json.loads(str(arrays["record"])), digest)
+
+
+def head_bytes(head: Head) -> bytes:
+    """The head as an .npz file's bytes (no pickle)."""
+    out = io.BytesIO()
+    np.savez(out, **head_arrays(head))
+    return out.getvalue()
+
+
+def head_from_bytes(blob: bytes) -> Head:
+    """A head from :func:`head_bytes`'s bytes, its digest theirs."""
+    with np.load(io.BytesIO(blob), allow_pickle=False) as stored:
+        arrays = {k: stored[k] for k in stored.files}
+    return head_from_arrays(arrays, hashlib.sha256(blob).hexdigest()[:16])
 
 
 # -- evaluation ---------------------------------------------------------------------------------

@@ -3,14 +3,14 @@ the workspace as the space ``BASE+arcface:NAME`` (retrieval/arcface.py, spaces.p
 
 Open-set split: the labelled *identities* are shuffled with the seed and ``holdout`` of them
 are held out; half of those (validation) only choose the epoch (early stopping on their
-recall@1), the other half (test) are never seen by training or by the choice of epoch, and
-the before/after figures are measured on them. Each sample's share is stored as the signal
+recall@1, ties by mAP, or on ``select``; the initial head is epoch 0), the other half (test)
+are never seen by training or by the choice of epoch, and the before/after figures are
+measured on them. Each sample's share is stored as the signal
 ``arcface_split`` (train, validation, test, or null when it has no label).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,6 +66,14 @@ class Finetune(GlobalStage):
         Param("patience", int, 5, "Epochs without improvement before stopping.", low=1),
         Param("batch_size", int, 128, "Samples per step.", low=2),
         Param("lr", float, 5e-3, "AdamW learning rate.", low=0, closed="neither"),
+        Param("weight_decay", float, 0.01, "AdamW weight decay.", low=0),
+        Param("init", str, "pca", "Start of the head: 'pca' (the top principal directions "
+                                     "of the standardised training embeddings, class weights "
+                                     "at the identities' means) or 'random'.",
+              choices=("pca", "random")),
+        Param("select", str, "recall@1", "Validation score that picks the epoch (ties: the "
+                                         "higher mAP); the initial head is epoch 0.",
+              choices=arcface.SELECT),
         Param("holdout", float, 0.2, "Share of the identities held out (half validation, "
                                      "half test).", low=0, high=1, closed="neither"),
         Param("seed", int, 0, "Split and training seed."),
@@ -112,11 +120,10 @@ class Finetune(GlobalStage):
         y = {s: np.unique(codes[r], return_inverse=True)[1] for s, r in rows.items()}
         config = arcface.HeadConfig(**{k: self[k] for k in (
             "dim", "margin", "scale", "hidden", "epochs", "patience", "batch_size", "lr",
-            "seed")})
+            "weight_decay", "init", "select", "seed")})
         with torch_threads(self["threads"]):
             trained = arcface.train_head(x["train"], y["train"], x["validation"],
                                          y["validation"], config)
-        weights, biases = arcface.fold(trained.head)
         before = arcface.evaluate_space(x["test"], y["test"], self["seed"])
         after = arcface.evaluate_space(arcface.apply(trained.head, x["test"]), y["test"],
                                        self["seed"])
@@ -128,20 +135,16 @@ class Finetune(GlobalStage):
             "split_samples": {s: int(len(r)) for s, r in rows.items()},
             "before": before.metrics, "after": after.metrics, "history": trained.history,
             "best_epoch": trained.best_epoch, "train_seconds": round(trained.seconds, 3)}
-        arrays = {f"w{i}": w for i, w in enumerate(weights)}
-        arrays |= {f"b{i}": b for i, b in enumerate(biases)}
-        return arrays | {"record": np.array(json.dumps(record)), "split": split,
-                         "before_same": before.same, "before_different": before.different,
-                         "after_same": after.same, "after_different": after.different}
+        head = arcface.folded_head(trained.head, record)
+        return arcface.head_arrays(head) | {
+            "split": split, "before_same": before.same, "before_different": before.different,
+            "after_same": after.same, "after_different": after.different}
 
     def combine(self, data: Collection, results: Any) -> dict[str, Any]:
         result = next(iter(results))
-        layers = sum(1 for k in result if k.startswith("w"))
-        record = json.loads(str(result["record"]))
-        head = spaces.Head(tuple(result[f"w{i}"] for i in range(layers)),
-                           tuple(result[f"b{i}"] for i in range(layers)), record)
+        head = arcface.head_from_arrays(result)
         name = self["name"]
-        before, after = (arcface.SpaceEvaluation(record[k], result[f"{k}_same"],
+        before, after = (arcface.SpaceEvaluation(head.record[k], result[f"{k}_same"],
                                                  result[f"{k}_different"])
                          for k in ("before", "after"))
         saved = data.save_head(name, head, {".png": lambda path: arcface.plot_scores(
@@ -158,7 +161,7 @@ class Finetune(GlobalStage):
         path = spaces.head_path(data.ws, name)
         keep = ("identities", "split_samples", "before", "after", "best_epoch", "train_seconds")
         return {"head": name, "space": spaces.head_space(head.base, name),
-                "digest": head.digest, "path": str(path),
+                "digest": head.digest, "path": str(path), "select": self["select"],
                 "plot": str(path.with_suffix(".png")),
                 **{k: head.record[k] for k in keep}}
 
