@@ -111,6 +111,7 @@ def test_pca_start_projects_on_the_principal_directions_and_centres_the_classes(
     arcface.start_from_data(head, loss_fn, x, label, config.init)
     z = (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + 1e-5)
     top = np.linalg.svd(z, full_matrices=False)[2][:4]
+    top *= np.sign(top[np.arange(4), np.abs(top).argmax(axis=1)])[:, None]  # the sign rule
     np.testing.assert_allclose(np.abs(arcface.apply(head, x).T @ np.eye(len(x))),
                                np.abs(l2(z @ top.T).T), atol=1e-4)
     centres = l2(np.stack([l2(z @ top.T)[label == c].mean(axis=0) for c in range(IDENTITIES)]))

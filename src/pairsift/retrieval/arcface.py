@@ -175,13 +175,24 @@ def start_from_data(head: Any, loss_fn: Any, x: np.ndarray, y: np.ndarray, init:
     if init == "random":
         return
     z = (x - mean) / np.sqrt(var + bn.eps)
-    directions = np.linalg.svd(z, full_matrices=False)[2][:linear.out_features]
+    directions = principal_directions(z, linear.out_features)
     with torch.no_grad():
         linear.weight[:len(directions)] = torch.from_numpy(directions.astype(np.float32))
         linear.bias.zero_()
         h = torch.nn.functional.normalize(head.eval()(torch.from_numpy(x)), dim=1)
         centres = torch.zeros(int(y.max()) + 1, h.shape[1]).index_add_(0, torch.from_numpy(y), h)
         loss_fn.W.copy_(torch.nn.functional.normalize(centres, dim=1).T)
+
+
+def principal_directions(z: np.ndarray, k: int) -> np.ndarray:
+    """The top ``k`` principal directions of centred rows ``z`` (k x d), from the d x d
+    covariance (an SVD of ``z`` itself would hold another n x d matrix); each signed so its
+    largest entry is positive, as the SVD leaves the sign open."""
+    cov = z.T.astype(np.float64) @ z
+    values, vectors = np.linalg.eigh(cov)
+    top = vectors[:, np.argsort(values)[::-1][:k]].T
+    top *= np.sign(top[np.arange(len(top)), np.abs(top).argmax(axis=1)])[:, None]
+    return top.astype(np.float32)
 
 
 def _batches(order: np.ndarray, size: int) -> list[np.ndarray]:
