@@ -262,6 +262,26 @@ def test_load_encoder_routes_open_clip_names(
     assert calls == [((arch, pretrained), {"device": "cpu"})]
 
 
+def test_a_checkpoint_rewritten_in_place_gets_a_new_slug_and_is_loaded_again(
+        monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    checkpoint = tmp_path / "epoch_2.pt"
+    checkpoint.write_bytes(b"first weights")
+    name = f"open_clip:ViT-B-32/{checkpoint}"
+    loads = []
+    monkeypatch.setattr("pairsift.models.openclip.OpenClipEncoder",
+                        lambda *args, **kwargs: loads.append(args) or object())
+    load_encoder.cache_clear()
+    try:
+        slug, first = model_slug(name), load_encoder(name)
+        assert model_slug(name) == slug and load_encoder(name) is first  # unchanged: cached
+        checkpoint.write_bytes(b"retrained weights")
+        os.utime(checkpoint, ns=(1, 1))
+        assert model_slug(name) != slug and model_slug(name).startswith("open_clip-ViT-B-32-")
+        assert load_encoder(name) is not first and len(loads) == 2
+    finally:
+        load_encoder.cache_clear()
+
+
 @pytest.mark.parametrize(
     "name",
     [

@@ -114,12 +114,19 @@ def _is_path(pretrained: str) -> bool:
     return any(c in pretrained for c in "/\\.")
 
 
-@cache
 def load_encoder(name: str = DEFAULT, device: str = "cpu") -> ImageTextEncoder:
-    """Build the encoder named ``name`` on ``device``; cached per (name, device) in-process,
-    since loading takes seconds and encoders are read-only after construction."""
+    """Build the encoder named ``name`` on ``device``; cached in-process per (name, device) and
+    the version of its checkpoint file, since loading takes seconds and encoders are read-only
+    after construction, while a checkpoint rewritten in place (``pairsift train --overwrite``)
+    must be loaded again."""
     _check_name(name)
     name = resolve_run(name)
+    return _build_encoder(name, device, _file_version(_weights_file(name)))
+
+
+@cache
+def _build_encoder(name: str, device: str, version: str) -> ImageTextEncoder:
+    """``version`` only keys the cache."""
     if name == DEFAULT:
         from pairsift.models.default import DefaultEncoder
 
@@ -132,6 +139,31 @@ def load_encoder(name: str = DEFAULT, device: str = "cpu") -> ImageTextEncoder:
     from pairsift.models.openclip import OpenClipEncoder
 
     return OpenClipEncoder(*_parse_open_clip(name), device=device)
+
+
+load_encoder.cache_clear = _build_encoder.cache_clear  # as a functools-cached function offers
+
+
+def _weights_file(name: str) -> str | None:
+    """The checkpoint file a resolved model name loads, if it names one."""
+    if name.startswith(TIMM_PREFIX):
+        return _parse_timm(name)[1]
+    if name.startswith(OPEN_CLIP_PREFIX):
+        pretrained = _parse_open_clip(name)[1]
+        return pretrained if _is_path(pretrained) else None
+    return None
+
+
+def _file_version(checkpoint: str | None) -> str:
+    """Size and modification time of a checkpoint file ("" for none): what changes when it is
+    rewritten, without reading gigabytes."""
+    if checkpoint is None:
+        return ""
+    try:
+        stat = Path(checkpoint).expanduser().stat()
+    except OSError:
+        return ""
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
 # SemDeDup's ε when the user gives neither ε nor a keep-fraction. Similarity scales differ per
@@ -159,8 +191,9 @@ def default_dedup_eps(name: str) -> float:
 def model_slug(name: str) -> str:
     """A filesystem-safe directory name for a model name, e.g. for per-model embedding caches.
 
-    Checkpoint paths become the file stem plus a short hash of the resolved path, so two
-    checkpoints with the same file name in different folders do not share a directory.
+    Checkpoint paths become the file stem plus a short hash of the resolved path and the
+    file's version, so two checkpoints with the same file name in different folders, or one
+    rewritten in place, do not share a directory.
     """
     _check_name(name)
     name = resolve_run(name)
@@ -177,5 +210,8 @@ def model_slug(name: str) -> str:
 
 
 def _checkpoint_name(checkpoint: str) -> str:
+    """The file's stem and a short hash of its path and version: a checkpoint rewritten in
+    place gets new embedding folders instead of serving the old weights' embeddings."""
     path = Path(checkpoint).expanduser().resolve()
-    return f"{path.stem}-{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+    key = f"{path}\0{_file_version(checkpoint)}"
+    return f"{path.stem}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
