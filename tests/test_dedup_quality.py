@@ -21,7 +21,9 @@ from pairsift import (
     dedup_semantic,
     embed,
     ingest,
+    undo,
 )
+from pairsift.engine.runner import bring_up_to_date
 from pairsift.stages.hashdedup import image_hashes, perceptual_pairs
 from pairsift.synth.dedup import DEDUP_TRANSFORMS, FAMILIES, make_dedup_corpus
 from pairsift.synth.photos import PHOTOS_BY_STEM, photo_pixels
@@ -163,6 +165,12 @@ def test_text_guard_uses_parrot_spot_words_when_they_exist(hard_copy, same_words
     ws = Workspace.open(ws_dir)  # the words decided every pair: the detector was not run
     assert ws.current_run("text-detect") is None
     assert "text-detect" not in ws.run_record("dedup-semantic")["inputs"]
+    if not same_words:  # without the words, the guard needs the detector: brought up to date
+        undo(ws_dir, "parrot-spot")
+        bring_up_to_date(Workspace.open(ws_dir), ["dedup-semantic"], progress=False)
+        ws = Workspace.open(ws_dir)
+        assert ws.run_record("dedup-semantic")["inputs"]["text-detect"] == \
+            ws.current_run("text-detect")
 
 
 def test_going_back_to_earlier_options_makes_that_run_current(hard_copy):

@@ -19,6 +19,7 @@ import skimage
 import torch
 from PIL import Image, ImageEnhance
 
+from pairsift.engine.runner import model_inputs
 from pairsift.models import ImageEmbeddings, ImageTextEncoder, load_encoder, model_slug
 from pairsift.models.base import encode_images
 
@@ -272,12 +273,19 @@ def test_a_checkpoint_rewritten_in_place_gets_a_new_slug_and_is_loaded_again(
                         lambda *args, **kwargs: loads.append(args) or object())
     load_encoder.cache_clear()
     try:
-        slug, first = model_slug(name), load_encoder(name)
+        slug, first, inputs = model_slug(name), load_encoder(name), model_inputs(name)
         assert model_slug(name) == slug and load_encoder(name) is first  # unchanged: cached
+        assert inputs["model"] == name and len(inputs["weights"]) == 16
+        assert model_inputs("default") == {"model": "default"}  # no file: run ids as before
         checkpoint.write_bytes(b"retrained weights")
-        os.utime(checkpoint, ns=(1, 1))
         assert model_slug(name) != slug and model_slug(name).startswith("open_clip-ViT-B-32-")
+        assert model_inputs(name)["weights"] != inputs["weights"]  # every reader re-runs
         assert load_encoder(name) is not first and len(loads) == 2
+        os.utime(checkpoint, ns=(1, 1))  # a copy with other times: the same weights
+        assert model_inputs(name) == model_inputs(name) and model_slug(name) == model_slug(name)
+        touched = model_inputs(name)["weights"]
+        checkpoint.write_bytes(b"retrained weights")
+        assert model_inputs(name)["weights"] == touched
     finally:
         load_encoder.cache_clear()
 

@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 
 from ..errors import ConfigError, WorkspaceError
+from ..models import weights_version
 from ..params import Param, validate
 from ..stage import Stage, StageSummary, get_stage, stage_names
 from ..workspace import Workspace, cli_name, config_hash
@@ -57,7 +58,7 @@ def resolve_inputs(ws: Workspace, stage: Stage) -> dict[str, Any]:
     required, optional = stage.dependencies(ws.current_stages())
     inputs: dict[str, Any] = {}
     if stage.reads_embeddings:
-        inputs["model"] = stage.options.get("model") or ws.current_model()
+        inputs |= model_inputs(stage.options.get("model") or ws.current_model())
     for name in required:
         run = ws.current_run(name)
         if run is None:
@@ -71,6 +72,13 @@ def resolve_inputs(ws: Workspace, stage: Stage) -> dict[str, Any]:
         inputs["parts"] = ws.parts_fingerprint()
     inputs.update(stage.extra_inputs(ws))
     return inputs
+
+
+def model_inputs(model: str | None) -> dict[str, Any]:
+    """The model a run reads embeddings of, and the digest of its checkpoint file when it has
+    one: a checkpoint retrained in place makes new runs, not the old runs' results."""
+    version = weights_version(model) if model else None
+    return {"model": model} | ({"weights": version} if version else {})
 
 
 def is_complete(ws: Workspace, stage: Stage, run: str) -> bool:
@@ -143,7 +151,10 @@ def _stale(ws: Workspace, stage: Stage, record: dict[str, Any]) -> bool:
     try:
         inputs = resolve_inputs(ws, stage)
     except WorkspaceError:
-        return False  # its own inputs are gone (undone): its outputs are all there is
+        # an input that runs by itself (text-detect once parrot-spot is undone): run again;
+        # one the user must run is gone (undone): its outputs are all there is
+        required, _ = stage.dependencies(ws.current_stages())
+        return any(ws.current_run(n) is None and get_stage(n).auto for n in required)
     if inputs != record.get("inputs"):
         return True
     return stage.kind == "map" and bool(_missing_parts(ws, stage, record["run"], inputs))

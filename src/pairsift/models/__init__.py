@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from pairsift.errors import ConfigError
@@ -120,11 +120,10 @@ def load_encoder(name: str = DEFAULT, device: str = "cpu") -> ImageTextEncoder:
     after construction, while a checkpoint rewritten in place (``pairsift train --overwrite``)
     must be loaded again."""
     _check_name(name)
-    name = resolve_run(name)
-    return _build_encoder(name, device, _file_version(_weights_file(name)))
+    return _build_encoder(resolve_run(name), device, weights_version(name) or "")
 
 
-@cache
+@lru_cache(maxsize=8)  # a bound: every retrained version of a checkpoint is a new entry
 def _build_encoder(name: str, device: str, version: str) -> ImageTextEncoder:
     """``version`` only keys the cache."""
     if name == DEFAULT:
@@ -144,6 +143,33 @@ def _build_encoder(name: str, device: str, version: str) -> ImageTextEncoder:
 load_encoder.cache_clear = _build_encoder.cache_clear  # as a functools-cached function offers
 
 
+def weights_version(name: str) -> str | None:
+    """A short digest of the checkpoint file a model name loads (None: weights by tag, or the
+    default model). Runs that read the model's embeddings take it as an input, so a
+    checkpoint retrained in place (``pairsift train --overwrite``) re-runs what it fed."""
+    return _checkpoint_digest(_weights_file(resolve_run(name)))
+
+
+def _checkpoint_digest(checkpoint: str | None) -> str | None:
+    if checkpoint is None:
+        return None
+    path = Path(checkpoint).expanduser().resolve()
+    try:
+        stat = path.stat()
+    except OSError:
+        return None  # not written yet: loading it names the problem
+    return _content_digest(path, stat.st_size, stat.st_mtime_ns)
+
+
+@cache
+def _content_digest(path: Path, size: int, mtime_ns: int) -> str:
+    """Read once per (size, mtime) in a process: a copy with new times gets the same digest."""
+    # imported here: the submodule's name would shadow functools' ``cache`` in this package
+    from pairsift.models.cache import file_digest
+
+    return file_digest(path)[:16]
+
+
 def _weights_file(name: str) -> str | None:
     """The checkpoint file a resolved model name loads, if it names one."""
     if name.startswith(TIMM_PREFIX):
@@ -152,18 +178,6 @@ def _weights_file(name: str) -> str | None:
         pretrained = _parse_open_clip(name)[1]
         return pretrained if _is_path(pretrained) else None
     return None
-
-
-def _file_version(checkpoint: str | None) -> str:
-    """Size and modification time of a checkpoint file ("" for none): what changes when it is
-    rewritten, without reading gigabytes."""
-    if checkpoint is None:
-        return ""
-    try:
-        stat = Path(checkpoint).expanduser().stat()
-    except OSError:
-        return ""
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
 # SemDeDup's ε when the user gives neither ε nor a keep-fraction. Similarity scales differ per
@@ -213,5 +227,5 @@ def _checkpoint_name(checkpoint: str) -> str:
     """The file's stem and a short hash of its path and version: a checkpoint rewritten in
     place gets new embedding folders instead of serving the old weights' embeddings."""
     path = Path(checkpoint).expanduser().resolve()
-    key = f"{path}\0{_file_version(checkpoint)}"
+    key = f"{path}\0{_checkpoint_digest(checkpoint) or ''}"
     return f"{path.stem}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"

@@ -9,7 +9,7 @@ import numpy as np
 from ..engine.views import Collection, PartData
 from ..io.images import decode_image
 from ..lazy import lazy
-from ..models import check_model, has_text, load_encoder, model_slug
+from ..models import check_model, has_text, load_encoder, model_slug, weights_version
 from ..models.base import ImageTextEncoder
 from ..params import Param
 from ..stage import MapStage, PartOutput, Sample, register
@@ -60,6 +60,11 @@ class Embed(MapStage):
 
     def check(self) -> None:
         check_model(self["model"])  # an unknown model name fails here, before any write
+
+    def extra_inputs(self, ws: Any) -> dict[str, Any]:
+        """The checkpoint's digest, when the model is a file: retrained weights, new run."""
+        version = weights_version(self["model"])
+        return {"weights": version} if version else {}
 
     def setup(self, inputs: dict[str, Any]) -> None:
         self.encoder = load_encoder(self["model"], self["device"])
