@@ -18,6 +18,7 @@ import pairsift
 from pairsift import Workspace, export
 from pairsift.captionmetrics import SubsetStats, clip_s, trigram_hashes
 from pairsift.errors import ConfigError
+from pairsift.models.captioners import LABELS_VERSION
 from pairsift.pipeline.export import ExportError
 from pairsift.stages.mix import Mix
 from pairsift.stages.recaption import space_of
@@ -142,6 +143,8 @@ def test_recaption_stores_captions_scores_embeddings_and_provenance(recaptioned)
             assert json.loads(s["caption_provenance"]) == {
                 "captioner": "labels", "n": 2, "temperature": 0.75, "top_p": 0.9,
                 "max_tokens": 30, "seed": 0}
+    # labels' captioning scheme is an input: a new scheme is a new run, not the old captions
+    assert ws.run_record("recaption")["inputs"]["labels_version"] == LABELS_VERSION
     # labels captions are the default encoder's own class prompts: scored far above raw ones
     s_b = ws.signals("recaption", ["s_b"]).column("s_b").to_numpy()
     s_r = ws.signals("score", ["clip_score"]).column("clip_score").to_numpy()
@@ -169,6 +172,7 @@ def test_recaption_resumes_per_part_truncates_long_captions_and_isolates_failure
                         lambda name, device: LongCaptioner(fails_on=bad))
     first = pairsift.recaption(ws_copy, captioner="hf:any/blip", progress=False)
     assert first.failed == 1 and first.captioned == ws.num_samples() - 1
+    assert "labels_version" not in Workspace.open(ws_copy).run_record("recaption")["inputs"]
     errors = Workspace.open(ws_copy).errors("recaption").to_pylist()
     assert [e["reason"] for e in errors] == ["stage_error"]
     s_b = Workspace.open(ws_copy).signals("recaption", ["s_b"]).column("s_b").to_numpy()

@@ -38,6 +38,8 @@ HF = "hf:"
 ACCEPTED = ('"labels" (offline: the default model\'s ImageNet class + spotted text), '
             '"open_clip:COCA_ARCH/PRETRAINED" or "hf:BLIP_OR_BLIP2_NAME_OR_PATH"')
 SPOTTED_WORDS = 8  # at most this many spotted words are quoted in a labels caption
+LABELS_VERSION = 2  # bump when labels writes other captions for the same options (2: per-image
+                    # seeds, articles), so its earlier recaption runs are not reused
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from ..captionmetrics import clip_s, clips_texts
 from ..engine.views import Collection, PartData
 from ..io.images import decode_image
 from ..models import load_encoder, model_slug
-from ..models.captioners import LABELS, Decoding, check_name, load_captioner
+from ..models.captioners import LABELS, LABELS_VERSION, Decoding, check_name, load_captioner
 from ..params import Param
 from ..stage import Dependencies, MapStage, PartOutput, Sample, fail, register
 from .embed import DRAFT_SIZE, embed_texts
@@ -85,6 +85,11 @@ class Recaption(MapStage):
         if self["temperature"] == 0 and self["n"] > 1:
             fail("recaption: greedy decoding (temperature 0) gives one caption; use n=1 or a "
                  "temperature above 0")
+
+    def extra_inputs(self, ws: Any) -> dict[str, Any]:
+        """The labels captioner's version: a generative captioner's runs stay valid when only
+        labels changes (re-captioning a pool with CoCa costs GPU hours)."""
+        return {"labels_version": LABELS_VERSION} if self["captioner"] == LABELS else {}
 
     def dependencies(self, present: Container[str] = ()) -> Dependencies:
         """Only ``labels`` quotes the spotted text, so only it depends on ``parrot spot``."""
