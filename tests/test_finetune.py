@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from pathlib import Path
 
@@ -137,6 +138,26 @@ def test_the_kept_epoch_has_the_best_validation_score_epoch_0_included(select, i
     assert trained.best_epoch == max(range(len(ranks)), key=lambda e: (ranks[e], -e))
     kept = arcface.Validation(x[val], label[val], config.seed).scores(trained.head)
     assert kept == {k[4:]: v for k, v in history[trained.best_epoch].items() if k[:4] == "val_"}
+
+
+def test_any_float_input_trains_and_the_history_is_strict_json():
+    x, label = identity_embeddings()
+    train, val = label < 40, label >= 40
+    config = arcface.HeadConfig(dim=8, epochs=1, patience=1)
+    trained = arcface.train_head(x[train].astype(np.float64), label[train],
+                                 x[val].astype(np.float16), label[val], config)
+    assert trained.history[0]["loss"] is None and trained.history[1]["loss"] > 0
+
+    def no_nan(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    json.loads(json.dumps(trained.history), parse_constant=no_nan)
+
+
+@pytest.mark.parametrize("option", [{"init": "rand"}, {"select": "recall"}])
+def test_head_options_are_checked(option):
+    with pytest.raises(ValueError, match="must be one of"):
+        arcface.HeadConfig(**option)
 
 
 def test_training_must_beat_the_initial_head_to_be_kept():

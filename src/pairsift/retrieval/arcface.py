@@ -42,6 +42,7 @@ PLOT_PAIRS = 20_000  # pairs per kind kept for the score plot
 
 
 SELECT = ("recall@1", "mAP", "overlap")  # what early stopping keeps the best epoch by
+INITS = ("pca", "random")  # how the head starts
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,12 @@ class HeadConfig:
     init: str = "pca"  # the training embeddings' principal directions, or "random"
     select: str = "recall@1"  # validation score of an epoch (SELECT); ties: the higher mAP
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.select not in SELECT:
+            raise ValueError(f"select must be one of {SELECT}, got {self.select!r}")
 
 
 @dataclass
@@ -92,6 +99,7 @@ def train_head(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarra
     best ``config.select`` score on the validation identities (disjoint from ``y``'s). The
     initial head is epoch 0 and a candidate too: training must beat where it started."""
     start = time.perf_counter()
+    x = np.ascontiguousarray(x, np.float32)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     head = build_head(x.shape[1], config)
@@ -99,17 +107,18 @@ def train_head(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarra
     start_from_data(head, loss_fn, x, y, config.init)
     optimizer = torch.optim.AdamW([*head.parameters(), *loss_fn.parameters()], lr=config.lr,
                                   weight_decay=config.weight_decay)
-    xt, yt = torch.from_numpy(np.ascontiguousarray(x, np.float32)), torch.from_numpy(y)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     validation = Validation(x_val, y_val, config.seed)
     out = Training(head)
     best, best_state, stale = None, None, 0
     for epoch in range(config.epochs + 1):
         loss = (_train_epoch(head, loss_fn, optimizer, xt, yt, rng, config.batch_size)
-                if epoch else float("nan"))
+                if epoch else None)  # epoch 0 is the initial head: nothing trained yet
         scores = validation.scores(head)
         out.history.append({"epoch": epoch, "loss": loss,
                             **{f"val_{k}": v for k, v in scores.items()}})
-        log(f"epoch {epoch}: loss {loss:.3f}, validation " + ", ".join(
+        trained = "initial head" if loss is None else f"loss {loss:.3f}"
+        log(f"epoch {epoch}: {trained}, validation " + ", ".join(
             f"{k} {v:.3f}" for k, v in scores.items()))
         rank = _rank(scores, config.select)
         if best is None or rank > best:
@@ -166,7 +175,11 @@ def start_from_data(head: Any, loss_fn: Any, x: np.ndarray, y: np.ndarray, init:
     in eval mode is what training starts from); with ``init="pca"`` the Linear also starts as
     the projection on the top principal directions of the standardised training embeddings,
     and each identity's class weight as its mean there: training starts from a retrieval
-    space (a PCA of the encoder's), not from a random projection and random classes."""
+    space (a PCA of the encoder's), not from a random projection and random classes.
+
+    Only the first Linear is set: rows beyond the input width, and an MLP head's second
+    layer, keep their random start, so there the initial head is not a PCA projection."""
+    x = np.ascontiguousarray(x, np.float32)
     bn, linear = head[0], head[1]
     mean, var = x.mean(axis=0), x.var(axis=0)
     with torch.no_grad():
@@ -188,7 +201,7 @@ def principal_directions(z: np.ndarray, k: int) -> np.ndarray:
     """The top ``k`` principal directions of centred rows ``z`` (k x d), from the d x d
     covariance (an SVD of ``z`` itself would hold another n x d matrix); each signed so its
     largest entry is positive, as the SVD leaves the sign open."""
-    cov = z.T.astype(np.float64) @ z
+    cov = np.asarray(z.T @ z, np.float64)  # d x d; no n x d copy
     values, vectors = np.linalg.eigh(cov)
     top = vectors[:, np.argsort(values)[::-1][:k]].T
     top *= np.sign(top[np.arange(len(top)), np.abs(top).argmax(axis=1)])[:, None]
