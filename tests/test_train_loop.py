@@ -87,25 +87,29 @@ def test_webdataset_exports_read_by_the_trainer(exported):
     assert all("txt" in s and {"jpg", "png", "webp"} & set(s) for s in samples)
 
 
-def test_sample_count_is_the_one_the_export_recorded(tmp_path):
-    """A caption with a carriage return is quoted over two lines of the CSV: the count is the
-    export's own, not the file's lines."""
-    from PIL import Image
-
-    (tmp_path / "images").mkdir()
-    for i in range(3):
-        Image.new("RGB", (32, 32), (80 * i, 10, 10)).save(tmp_path / "images" / f"{i}.png")
-        (tmp_path / "images" / f"{i}.txt").write_text(f"a red\rsquare {i}")
-    pairsift.ingest([str(tmp_path / "images")], tmp_path / "ws", progress=False)
-    summary = pairsift.export(tmp_path / "ws", tmp_path / "cr.csv", format="openclip-csv")
-    assert summary.exported == 3 and describe_export(tmp_path / "cr.csv").samples == 3
+def test_sample_count_is_the_one_the_export_recorded(exported, tmp_path):
+    copy = tmp_path / "wds"
+    shutil.copytree(exported / "wds", copy)
+    marker = json.loads((copy / "pairsift-export.json").read_text())
+    assert describe_export(copy).samples == marker["exported"] > 0
+    (copy / "pairsift-export.json").write_text(json.dumps(marker | {"exported": 7}))
+    assert describe_export(copy).samples == 7  # the record is what counts
+    (copy / "pairsift-export.json").unlink()
+    with pytest.raises(ConfigError, match="pairsift-export.json.*--format webdataset"):
+        describe_export(copy).samples  # noqa: B018 (the property raises)
 
 
-def test_train_needs_the_export_marker(exported, tmp_path):
+def test_a_csv_without_marker_counts_its_rows_as_open_clip_reads_them(tmp_path):
+    csv_path = tmp_path / "hand.csv"
+    csv_path.write_text('filepath\ttitle\na.jpg\t"two\nlines"\nb.jpg\tone line\n',
+                        encoding="utf-8")
+    assert describe_export(csv_path).samples == 2
+
+
+def test_a_copied_csv_counts_the_same_without_its_images_folder(exported, tmp_path):
     shutil.copy(exported / "train.csv", tmp_path / "train.csv")  # without its images folder
-    marker = tmp_path / "train_images" / "pairsift-export.json"
-    with pytest.raises(ConfigError, match=f"{marker}.*pairsift export OUT"):
-        pairsift.train(tmp_path / "train.csv", tmp_path / "run", batch_size=16)
+    assert describe_export(tmp_path / "train.csv").samples == describe_export(
+        exported / "train.csv").samples
     # reading the captions needs no marker
     assert caption_stats(tmp_path / "train.csv") == caption_stats(exported / "train.csv")
 

@@ -12,6 +12,7 @@ decisions digest), so ``--model run:RUN`` names the trained model everywhere.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import json
 import os
@@ -52,14 +53,18 @@ class ExportInfo:
 
     @property
     def samples(self) -> int:
-        """The samples the export holds, as its marker records them (a line count would
-        also count the line breaks inside quoted captions)."""
-        if self.provenance is None:
-            flag = "openclip-csv" if self.dataset_type == "csv" else "webdataset"
-            raise ConfigError(f"{self.marker} is missing or unreadable: the trainer takes the "
-                              "sample count from the record `pairsift export` writes; export "
-                              f"again with `pairsift export OUT -w WS --format {flag}`")
-        return self.provenance["exported"]
+        """The samples the export holds, as its marker records them; a CSV made by other
+        means (no marker) counts its rows as open_clip reads them: quoted line breaks
+        inside a caption are not rows."""
+        if self.provenance is not None:
+            return self.provenance["exported"]
+        if self.dataset_type == "csv":
+            with open(self.train_data, newline="", encoding="utf-8") as f:
+                return sum(1 for _ in csv.reader(f, delimiter="\t")) - 1  # the header
+        raise ConfigError(f"{self.marker} is missing or unreadable: the trainer takes a "
+                          "WebDataset's sample count from the record `pairsift export` "
+                          "writes; export again with `pairsift export OUT -w WS --format "
+                          "webdataset`")
 
 
 def describe_export(path: str | Path) -> ExportInfo:
